@@ -1,0 +1,82 @@
+"""YAML run configs over TRL's own config dataclasses.
+
+A stage config is one flat YAML mapping. Keys that the stage's small project dataclass
+declares go there; every other key must be a field of TRL's config class (SFTConfig,
+GRPOConfig), so every TRL/transformers option is usable. Unknown keys are errors.
+CLI overrides (`--key value`) are parsed as YAML scalars and win over the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import yaml
+
+from facial_r1.errors import FacialR1Error
+
+log = logging.getLogger(__name__)
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """['--learning_rate', '1e-4', '--max_steps=5'] -> {'learning_rate': 0.0001, 'max_steps': 5}."""
+    out, i = {}, 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise FacialR1Error(f"override {arg!r} must look like --key value")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                value = "true"  # a bare flag
+            else:
+                i += 1
+                value = args[i]
+        out[key.replace("-", "_")] = _scalar(value)
+        i += 1
+    return out
+
+
+def _scalar(text: str):
+    """YAML scalar, but '1e-4' is a float (YAML 1.1 would keep it a string)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FacialR1Error(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise FacialR1Error(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise FacialR1Error(f"{path}: a config must be a mapping of keys to values")
+    return data
+
+
+def load_stage_config(path: str | Path | None, overrides: dict, project_cls, trl_cls):
+    """Split a YAML config (+ overrides) into (project dataclass, TRL config)."""
+    raw = {**(read_yaml(path) if path else {}), **overrides}
+    own = {f.name for f in dataclasses.fields(project_cls)}
+    trl_fields = {f.name for f in dataclasses.fields(trl_cls) if f.init}
+    unknown = sorted(k for k in raw if k not in own and k not in trl_fields)
+    if unknown:
+        raise FacialR1Error(f"{path or 'config'}: unknown key(s) {unknown} (not facial-r1 {project_cls.__name__} "
+                            f"fields nor {trl_cls.__name__} options)")
+    project = project_cls(**{k: v for k, v in raw.items() if k in own})
+    try:
+        trl_args = trl_cls(**{k: v for k, v in raw.items() if k not in own})
+    except (TypeError, ValueError) as e:
+        raise FacialR1Error(f"{path or 'config'}: {e}") from None
+    log.info("config %s\n%s", path or "(overrides only)", yaml.safe_dump(
+        {"facial_r1": dataclasses.asdict(project),
+         trl_cls.__name__: {k: raw[k] for k in raw if k not in own}}, sort_keys=False))
+    return project, trl_args

@@ -1,0 +1,222 @@
+"""The FEA sample schema (Facial-R1): JSONL read/write, validation, image resolution.
+
+A sample has exactly these fields::
+
+    id          str, unique within a file
+    dataset     str, source dataset name
+    image       str, path relative to one of the --image-folders
+    question    str, the question asked about the face
+    AUs         list of AU codes ("AU4"), or null when the sample has no AU labels
+    labels      list of canonical emotions (usually one), [] when unlabelled
+    description str, AU-grounded reasoning "<think>..</think><answer>..</answer>", or ""
+    meta_info   dict, anything else (subject id, intensities, provenance)
+
+`read_jsonl` normalises AU names and emotion labels; every error names FILE:LINE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from facial_r1.errors import FacialR1Error
+from facial_r1.facs import normalize_au, normalize_emotion, sort_aus
+from facial_r1.prompts import DEFAULT_QUESTION
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("id", "dataset", "image", "question", "AUs", "labels", "description", "meta_info")
+REQUIRED = ("id", "image")
+MAX_IMAGE_PIXELS = 40_000_000  # refuse larger images (decompression bombs)
+
+
+@dataclass
+class ReadReport:
+    path: str
+    n_read: int = 0
+    errors: list[str] = field(default_factory=list)  # "FILE:LINE: what"
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.errors)
+
+
+def normalize_sample(raw: object) -> dict:
+    """Check one decoded JSON object against the schema; return it normalised.
+
+    Raises FacialR1Error with a message saying what is wrong (no location; callers add it).
+    """
+    if not isinstance(raw, dict):
+        raise FacialR1Error(f"expected a JSON object, got {type(raw).__name__}")
+    extra = sorted(set(raw) - set(FIELDS))
+    if extra:
+        raise FacialR1Error(f"unknown field(s) {extra}; FEA fields are {list(FIELDS)}")
+    missing = [f for f in REQUIRED if not raw.get(f)]
+    if missing:
+        raise FacialR1Error(f"missing required field(s) {missing}")
+    for name in ("id", "image"):
+        if not isinstance(raw[name], str):
+            raise FacialR1Error(f"field {name!r} must be a string")
+    aus = raw.get("AUs")
+    if aus is not None and not isinstance(aus, list):
+        raise FacialR1Error("field 'AUs' must be a list or null")
+    labels = raw.get("labels") or []
+    if isinstance(labels, str):
+        labels = [labels]
+    if not isinstance(labels, list):
+        raise FacialR1Error("field 'labels' must be a list of emotion names")
+    meta = raw.get("meta_info") or {}
+    if not isinstance(meta, dict):
+        raise FacialR1Error("field 'meta_info' must be an object")
+    description = raw.get("description") or ""
+    if not isinstance(description, str):
+        raise FacialR1Error("field 'description' must be a string")
+    return {
+        "id": raw["id"],
+        "dataset": str(raw.get("dataset") or ""),
+        "image": raw["image"],
+        "question": str(raw.get("question") or DEFAULT_QUESTION),
+        "AUs": None if aus is None else sort_aus(normalize_au(a) for a in aus),
+        "labels": list(dict.fromkeys(normalize_emotion(lab) for lab in labels)),
+        "description": description,
+        "meta_info": meta,
+    }
+
+
+def read_jsonl(path: str | Path, skip_bad: bool = False, report: ReadReport | None = None) -> list[dict]:
+    """Read and validate an FEA JSONL file.
+
+    A bad line raises `FacialR1Error("FILE:LINE: ...")`, or with `skip_bad` is skipped and
+    recorded in `report.errors`. Duplicate ids are errors too.
+    """
+    path = Path(path)
+    report = report if report is not None else ReadReport(str(path))
+    if not path.is_file():
+        raise FacialR1Error(f"{path}: no such file")
+    samples, seen = [], {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                try:
+                    raw = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise FacialR1Error(f"invalid JSON ({e.msg} at column {e.colno})") from None
+                sample = normalize_sample(raw)
+                if sample["id"] in seen:
+                    raise FacialR1Error(f"duplicate id {sample['id']!r} (first on line {seen[sample['id']]})")
+            except FacialR1Error as e:
+                message = f"{path}:{lineno}: {e}"
+                if not skip_bad:
+                    raise FacialR1Error(message) from None
+                report.errors.append(message)
+                continue
+            seen[sample["id"]] = lineno
+            samples.append(sample)
+    report.n_read = len(samples)
+    if report.errors:
+        log.warning("%s: skipped %d bad line(s)", path, len(report.errors))
+    return samples
+
+
+def write_jsonl(path: str | Path, samples: Iterable[dict]) -> int:
+    """Write samples atomically (temp file in the same folder, then rename). Returns count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for sample in samples:
+                f.write(json.dumps(sample, ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def resolve_image(image: str, image_folders: Sequence[str | Path], sample_id: str = "?") -> Path:
+    """The file an FEA `image` field names, inside one of `image_folders`.
+
+    Absolute paths and paths that leave their folder (`..`, or a symlink pointing out)
+    are refused; the first folder that holds the file wins.
+    """
+    if not image_folders:
+        raise FacialR1Error(f"sample {sample_id}: no --image-folders given")
+    if os.path.isabs(image) or Path(image).drive:
+        raise FacialR1Error(f"sample {sample_id}: image path {image!r} is absolute; it must be relative to --image-folders")
+    for folder in image_folders:
+        root = Path(folder).resolve()
+        candidate = (root / image).resolve()
+        if root != candidate and root not in candidate.parents:
+            raise FacialR1Error(f"sample {sample_id}: image path {image!r} escapes its folder {folder}")
+        if candidate.is_file():
+            return candidate
+    raise FacialR1Error(f"sample {sample_id}: image {image!r} not found in {[str(f) for f in image_folders]}")
+
+
+def load_image(path: str | Path, sample_id: str = "?", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open an image as RGB; corrupt, unreadable or oversized files raise with the sample id."""
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > max_pixels:
+                raise FacialR1Error(
+                    f"sample {sample_id}: image {path} is {im.width}x{im.height}, over the {max_pixels} pixel limit"
+                )
+            im.load()
+            return im.convert("RGB")
+    except FacialR1Error:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise FacialR1Error(f"sample {sample_id}: cannot read image {path}: {e}") from None
+
+
+def read_samples_with_images(
+    path: str | Path, image_folders: Sequence[str | Path], skip_bad: bool = False
+) -> tuple[list[dict], list[str]]:
+    """Read a JSONL file and check every image resolves and decodes.
+
+    Returns (good samples with `image_path` added, error messages). Without `skip_bad`
+    the first error raises.
+    """
+    report = ReadReport(str(path))
+    samples = read_jsonl(path, skip_bad=skip_bad, report=report)
+    good, errors = [], list(report.errors)
+    for sample in samples:
+        try:
+            image_path = resolve_image(sample["image"], image_folders, sample["id"])
+            load_image(image_path, sample["id"])
+        except FacialR1Error as e:
+            if not skip_bad:
+                raise FacialR1Error(f"{path}: {e}") from None
+            errors.append(f"{path}: {e}")
+            continue
+        good.append({**sample, "image_path": str(image_path)})
+    return good, errors
+
+
+def to_dataset(samples: Sequence[dict]):
+    """A `datasets.Dataset` of samples; `meta_info` travels as a JSON string (free-form)."""
+    from datasets import Dataset
+
+    rows = [{**s, "meta_info": json.dumps(s.get("meta_info", {}))} for s in samples]
+    return Dataset.from_list(rows)
+
+
+def parse_folders(value: str | Sequence[str] | None) -> list[str]:
+    """'a,b' or ['a', 'b'] -> ['a', 'b']."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v]
+    return [str(v) for v in value]

@@ -1,0 +1,160 @@
+"""Evaluation in the benchmarks' protocols: batched greedy generation, then AU F1 (per AU and
+mean over the protocol's AU subset), emotion accuracy / macro-F1 / UAR, ROUGE-L, REGE,
+format rate.
+
+    facial-r1 eval --model CKPT --data test.jsonl --image-folders DIR --protocol synfacs --out DIR
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from facial_r1.data.schema import load_image, read_samples_with_images, write_jsonl
+from facial_r1.data.synfacs import RENDERED_AUS
+from facial_r1.errors import FacialR1Error
+from facial_r1.facs import AU_SUBSETS, AU_TABLE, EMOTIONS, LABEL_ORDERS
+from facial_r1.metrics import au_metrics, emotion_metrics, rege, rouge_l
+from facial_r1.parse import parse_completion
+from facial_r1.prompts import analysis_prompt
+
+log = logging.getLogger(__name__)
+
+_ALL_AUS = tuple(AU_TABLE)
+_SEVEN = tuple(e for e in EMOTIONS if e != "Contempt")
+# protocol -> (AU subset scored, emotion classes scored); None = that task is not scored.
+PROTOCOLS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
+    "disfa": (AU_SUBSETS["disfa"], None),
+    "bp4d": (AU_SUBSETS["bp4d"], None),
+    "rafau": (_ALL_AUS, None),
+    "faba": (AU_SUBSETS["faba"], EMOTIONS),
+    "fer2013": (None, tuple(LABEL_ORDERS["fer2013"].values())),
+    "affectnet7": (None, _SEVEN),
+    "affectnet8": (None, EMOTIONS),
+    "rafdb": (None, tuple(LABEL_ORDERS["rafdb"].values())),
+    "fea": (_ALL_AUS, EMOTIONS),
+    "synfacs": (RENDERED_AUS, EMOTIONS),
+}
+
+
+def predict(model, processor, samples: list[dict], definitions: bool = True, batch_size: int = 16,
+            max_new_tokens: int = 128) -> list[str]:
+    """Greedy completions for samples (each needs `image_path`), batched, with a progress bar.
+
+    An image that fails to load yields an empty completion (scored as wrong), logged by id.
+    """
+    from tqdm import tqdm
+
+    from facial_r1.models import generate
+
+    out: list[str] = []
+    for i in tqdm(range(0, len(samples), batch_size), desc="generate", unit="batch", disable=len(samples) <= batch_size):
+        batch = samples[i:i + batch_size]
+        images, keep = [], []
+        for s in batch:
+            try:
+                images.append(load_image(s["image_path"], s["id"]))
+                keep.append(s)
+            except FacialR1Error as e:
+                log.warning("%s", e)
+        texts = iter(generate(model, processor, images, [analysis_prompt(s["question"], definitions) for s in keep],
+                              max_new_tokens) if keep else [])
+        kept = {id(s) for s in keep}
+        out += [next(texts) if id(s) in kept else "" for s in batch]
+    return out
+
+
+def score(samples: list[dict], completions: list[str], protocol: str = "fea") -> dict:
+    """Corpus metrics of completions against the samples' AUs, labels and descriptions."""
+    if protocol not in PROTOCOLS:
+        raise FacialR1Error(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
+    au_subset, classes = PROTOCOLS[protocol]
+    parsed = [parse_completion(c) for c in completions]
+    result: dict = {"protocol": protocol, "n": len(samples),
+                    "format_rate": sum(a.format_valid for a in parsed) / max(1, len(parsed))}
+    if au_subset is not None:
+        pairs = [(set(a.aus), set(s["AUs"])) for a, s in zip(parsed, samples, strict=True) if s["AUs"] is not None]
+        if pairs:
+            result["au"] = au_metrics([p for p, _ in pairs], [g for _, g in pairs], au_subset)
+            result["au_f1"] = result["au"]["mean_f1"]
+    if classes is not None:
+        pairs = [(a.answer, s["labels"][0]) for a, s in zip(parsed, samples, strict=True)
+                 if s["labels"] and s["labels"][0] in classes]
+        if pairs:
+            result["emotion"] = emotion_metrics([p for p, _ in pairs], [g for _, g in pairs], classes)
+            result["accuracy"] = result["emotion"]["accuracy"]
+    refs = [(c, s["description"]) for c, s in zip(completions, samples, strict=True) if s["description"]]
+    if refs:
+        result["rouge_l"] = rouge_l([c for c, _ in refs], [r for _, r in refs])
+        recognition = result.get("accuracy", result.get("au_f1"))
+        if recognition is not None:
+            result["rege"] = rege(recognition, result["rouge_l"])
+    return result
+
+
+def markdown_table(metrics: dict) -> str:
+    """The paper's table shape: per-AU F1 and their mean, accuracy, ROUGE-L, REGE."""
+    cols, vals = [], []
+    for au, f1 in metrics.get("au", {}).get("per_au", {}).items():
+        cols.append(au)
+        vals.append(f"{100 * f1:.1f}")
+    for key, label in (("au_f1", "AU F1 (mean)"), ("accuracy", "Acc"), ("rouge_l", "ROUGE-L"), ("format_rate", "Format")):
+        if key in metrics:
+            cols.append(label)
+            vals.append(f"{100 * metrics[key]:.1f}")
+    if "rege" in metrics:
+        cols.append("REGE")
+        vals.append(f"{metrics['rege']:.1f}")
+    return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n| " + " | ".join(vals) + " |\n"
+
+
+def confusion_png(metrics: dict, path: Path) -> Path | None:
+    if "emotion" not in metrics:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    emo = metrics["emotion"]
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ax.imshow(emo["confusion"], cmap="Blues")
+    ax.set_xticks(range(len(emo["classes"]) + 1), emo["classes"] + ["(none)"], rotation=45, ha="right")
+    ax.set_yticks(range(len(emo["classes"])), emo["classes"])
+    for i, row in enumerate(emo["confusion"]):
+        for j, v in enumerate(row):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"accuracy {emo['accuracy']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(model: str, data: str, image_folders: list[str], protocol: str, out: str, batch_size: int = 16,
+         max_new_tokens: int = 128, definitions: bool | None = None) -> dict:
+    from facial_r1 import models
+
+    if protocol not in PROTOCOLS:
+        raise FacialR1Error(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
+    samples, problems = read_samples_with_images(data, image_folders, skip_bad=True)
+    for p in problems:
+        log.warning("skipped: %s", p)
+    net, processor = models.load(model)
+    if definitions is None:  # use the prompt the checkpoint was trained with
+        definitions = models.read_prompt_settings(model)["definitions"]
+    completions = predict(net, processor, samples, definitions, batch_size, max_new_tokens)
+    metrics = score(samples, completions, protocol)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "predictions.jsonl", [
+        {"id": s["id"], "completion": c, "AUs": list(parse_completion(c).aus), "answer": parse_completion(c).answer,
+         "gold_AUs": s["AUs"], "gold_labels": s["labels"]} for s, c in zip(samples, completions, strict=True)])
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "metrics.md").write_text(markdown_table(metrics))
+    confusion_png(metrics, out_dir / "confusion.png")
+    return metrics

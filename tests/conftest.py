@@ -1,0 +1,25 @@
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A freshly built tiny Qwen2.5-VL (random weights, local tokenizer)."""
+    from facial_r1.models import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def synfacs_small(tmp_path_factory):
+    """60 SynFACS faces: 48 train (half with reasoning), 12 test."""
+    from facial_r1.data.synfacs import synth_faces
+
+    out = tmp_path_factory.mktemp("synfacs")
+    synth_faces(out, 60, seed=1, test_fraction=0.2, reasoning_fraction=0.5)
+    return out

@@ -1,0 +1,80 @@
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from facial_r1.data.schema import (ReadReport, load_image, read_jsonl, read_samples_with_images, resolve_image,
+                                   to_dataset, write_jsonl)
+from facial_r1.errors import FacialR1Error
+
+
+def sample(i, **kw):
+    base = {"id": f"s{i}", "dataset": "t", "image": f"{i}.png", "question": "q", "AUs": ["au01", "AU 4"],
+            "labels": ["happy"], "description": "", "meta_info": {}}
+    return {**base, **kw}
+
+
+def write_lines(path, lines):
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def test_round_trip_and_normalisation(tmp_path):
+    f = write_jsonl(tmp_path / "a.jsonl", [sample(1), sample(2, AUs=None, labels=[])])
+    assert f == 2
+    got = read_jsonl(tmp_path / "a.jsonl")
+    assert got[0]["AUs"] == ["AU1", "AU4"] and got[0]["labels"] == ["Happiness"]
+    assert got[1]["AUs"] is None and got[1]["labels"] == []
+    ds = to_dataset(got)
+    assert ds.num_rows == 2 and set(ds.column_names) >= {"id", "AUs", "labels", "meta_info"}
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("{not json", "2: invalid JSON"),
+    (sample(9, AUs=["AU3"]), "2: unknown AU 'AU3'"),
+    (sample(9, labels=["bored"]), "2: unknown emotion label 'bored'"),
+    ({"id": "x"}, "2: missing required field"),
+    ({**sample(9), "extra": 1}, "2: unknown field"),
+    (sample(1), "2: duplicate id 's1' \\(first on line 1\\)"),
+    ("[1, 2]", "2: expected a JSON object"),
+])
+def test_bad_line_names_file_and_line(tmp_path, bad, message):
+    f = write_lines(tmp_path / "b.jsonl", [sample(1), bad, sample(3)])
+    with pytest.raises(FacialR1Error, match=f"b.jsonl:{message}"):
+        read_jsonl(f)
+    report = ReadReport(str(f))
+    got = read_jsonl(f, skip_bad=True, report=report)
+    assert [s["id"] for s in got] == ["s1", "s3"] and report.n_skipped == 1
+
+
+def test_image_paths_are_confined(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    Image.new("RGB", (8, 8)).save(root / "ok.png")
+    (tmp_path / "outside.png").write_bytes((root / "ok.png").read_bytes())
+    os.symlink(tmp_path / "outside.png", root / "link.png")
+    assert resolve_image("ok.png", [root]) == (root / "ok.png").resolve()
+    for bad, msg in [("/etc/passwd", "absolute"), ("../outside.png", "escapes"), ("link.png", "escapes"),
+                     ("nope.png", "not found")]:
+        with pytest.raises(FacialR1Error, match=f"sample s7: .*{msg}"):
+            resolve_image(bad, [root], "s7")
+
+
+def test_corrupt_and_huge_images(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(FacialR1Error, match="sample s1: cannot read image"):
+        load_image(tmp_path / "bad.png", "s1")
+    Image.new("L", (300, 300)).save(tmp_path / "big.png")
+    with pytest.raises(FacialR1Error, match="sample s2: .*300x300, over the 10000 pixel limit"):
+        load_image(tmp_path / "big.png", "s2", max_pixels=10_000)
+
+
+def test_read_with_images_skips_and_reports(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "1.png")
+    (tmp_path / "2.png").write_bytes(b"junk")
+    f = write_jsonl(tmp_path / "c.jsonl", [sample(1), sample(2), sample(3)])
+    assert f == 3
+    good, errors = read_samples_with_images(tmp_path / "c.jsonl", [tmp_path], skip_bad=True)
+    assert [s["id"] for s in good] == ["s1"]
+    assert len(errors) == 2 and "sample s2" in errors[0] and "sample s3" in errors[1]

@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+
+from facial_r1 import models, sft
+
+
+def test_sft_few_steps_changes_weights(tiny_model, synfacs_small, tmp_path):
+    before, _ = models.load(str(tiny_model))
+    out = sft.main(None, {
+        "model": str(tiny_model), "data_paths": [str(synfacs_small / "train.jsonl")],
+        "image_folders": [str(synfacs_small)], "prompt_definitions": False, "vision_warmup_seconds": 1,
+        "output_dir": str(tmp_path / "sft"), "max_steps": 4, "per_device_train_batch_size": 4,
+        "learning_rate": 1e-3, "logging_steps": 1, "report_to": "none", "use_cpu": True, "save_strategy": "no",
+    })
+    after, processor = models.load(str(out))
+    changed = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters(), strict=True)
+               if not torch.equal(a, b)]
+    n_params = len(list(before.parameters()))
+    assert len(changed) == n_params, f"unchanged: {n_params - len(changed)} tensors"
+    assert models.read_prompt_settings(out) == {"definitions": False}
+    # the saved checkpoint generates
+    from PIL import Image
+    text = models.generate(after, processor, [Image.new("RGB", (112, 112))], ["What emotion?"], max_new_tokens=4)
+    assert isinstance(text[0], str)
+
+
+def test_sft_logs_finite_loss(tiny_model, synfacs_small, tmp_path, caplog):
+    from trl import SFTTrainer
+
+    seen = []
+    orig = SFTTrainer.log
+
+    def spy(self, logs, *a, **k):
+        seen.append(logs)
+        return orig(self, logs, *a, **k)
+
+    SFTTrainer.log = spy
+    try:
+        sft.main(None, {
+            "model": str(tiny_model), "data_paths": [str(synfacs_small / "train.jsonl")],
+            "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / "sft"), "max_steps": 2,
+            "per_device_train_batch_size": 2, "logging_steps": 1, "report_to": "none", "use_cpu": True,
+            "save_strategy": "no",
+        })
+    finally:
+        SFTTrainer.log = orig
+    losses = [x["loss"] for x in seen if "loss" in x]
+    assert losses and all(math.isfinite(float(v)) for v in losses)
+
+
+def test_bad_inputs_stop_before_loading(tmp_path, synfacs_small):
+    from facial_r1.errors import FacialR1Error
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "image": "x.png", "AUs": ["AU3"]}\n')
+    with pytest.raises(FacialR1Error, match="no usable samples.*bad.jsonl:1: unknown AU 'AU3'"):
+        sft.main(None, {"model": "does/not/exist/anywhere", "data_paths": [str(bad)],
+                        "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / "o"), "use_cpu": True})
+    with pytest.raises(FacialR1Error, match="model path ./nope does not exist"):
+        models.load("./nope")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    with pytest.raises(FacialR1Error, match="has no processor"):
+        models.load(str(tmp_path / "m"))
+
+
+def test_lora_targets_language_model_only(tiny_model):
+    model, _ = models.load(str(tiny_model), lora={"r": 4})
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
+    frozen, _ = models.load(str(tiny_model), freeze_vision=True)
+    assert not any(p.requires_grad for p in models.vision_parameters(frozen))
+
+
+def test_processor_pixel_limits(tiny_model):
+    p = models.load_processor(str(tiny_model))
+    assert p.image_processor.size == {"shortest_edge": 112 * 112, "longest_edge": 112 * 112}
+    p = models.load_processor(str(tiny_model), min_pixels=56 * 56, max_pixels=224 * 224)
+    assert p.image_processor.size == {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}
