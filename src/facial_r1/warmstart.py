@@ -31,8 +31,10 @@ def vision_warmup(model, processor, samples: list[dict], seconds: float, lr: flo
     aus = sorted({a for s in samples for a in s["AUs"]}, key=lambda a: int(a[2:]))
     if seconds <= 0 or not samples:
         return {"steps": 0}
-    width = model.config.text_config.hidden_size
-    head = nn.Linear(width, len(aus) + len(EMOTIONS))
+    # The head reads all visual tokens of a face (not their mean: that loses *where* a
+    # movement is, brows vs mouth). Faces are resized to one size, so the grid is fixed.
+    n_tokens = _token_count(processor, samples[0])
+    head = nn.Linear(n_tokens * model.config.text_config.hidden_size, len(aus) + len(EMOTIONS))
     params = vision_parameters(model)
     for p in params:
         p.requires_grad_(True)
@@ -45,8 +47,7 @@ def vision_warmup(model, processor, samples: list[dict], seconds: float, lr: flo
         images = [load_image(s["image_path"], s["id"]) for s in batch]
         pix = processor.image_processor(images=images, return_tensors="pt")
         feats = model.get_image_features(pix["pixel_values"], pix["image_grid_thw"]).pooler_output
-        pooled = torch.stack([f.mean(0) for f in feats])  # (B, hidden)
-        logits = head(pooled)
+        logits = head(torch.stack([f.reshape(-1) for f in feats]))  # (B, tokens*hidden) -> (B, classes)
         au_target = torch.tensor([[float(a in s["AUs"]) for a in aus] for s in batch])
         emo_target = torch.tensor([EMOTIONS.index(s["labels"][0]) for s in batch])
         loss = nn.functional.binary_cross_entropy_with_logits(logits[:, : len(aus)], au_target) + \
@@ -58,3 +59,8 @@ def vision_warmup(model, processor, samples: list[dict], seconds: float, lr: flo
         steps += 1
     log.info("vision warm-start: %d steps in %.0f s, loss %.3f -> %.3f", steps, seconds, losses[0], losses[-1])
     return {"steps": steps, "loss_first": losses[0], "loss_last": losses[-1]}
+
+
+def _token_count(processor, sample: dict) -> int:
+    pix = processor.image_processor(images=[load_image(sample["image_path"], sample["id"])], return_tensors="pt")
+    return int(pix["image_grid_thw"].prod()) // processor.image_processor.merge_size ** 2
