@@ -79,3 +79,16 @@ def test_processor_pixel_limits(tiny_model):
     assert p.image_processor.size == {"shortest_edge": 112 * 112, "longest_edge": 112 * 112}
     p = models.load_processor(str(tiny_model), min_pixels=56 * 56, max_pixels=224 * 224)
     assert p.image_processor.size == {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}
+
+
+def test_warmstart_trains_vision_and_keeps_freeze(tiny_model, synfacs_small):
+    from facial_r1.data.schema import read_samples_with_images
+    from facial_r1.warmstart import vision_warmup
+
+    samples, _ = read_samples_with_images(synfacs_small / "train.jsonl", [synfacs_small])
+    model, processor = models.load(str(tiny_model), freeze_vision=True)
+    before = [p.detach().clone() for p in models.vision_parameters(model)]
+    stats = vision_warmup(model, processor, samples, seconds=1.0, batch_size=8)
+    assert stats["steps"] >= 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, models.vision_parameters(model), strict=True))
+    assert not any(p.requires_grad for p in models.vision_parameters(model))  # still frozen for SFT

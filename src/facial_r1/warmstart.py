@@ -36,6 +36,7 @@ def vision_warmup(model, processor, samples: list[dict], seconds: float, lr: flo
     n_tokens = _token_count(processor, samples[0])
     head = nn.Linear(n_tokens * model.config.text_config.hidden_size, len(aus) + len(EMOTIONS))
     params = vision_parameters(model)
+    trainable = [p.requires_grad for p in params]  # restored after: freeze_vision must hold in SFT
     for p in params:
         p.requires_grad_(True)
     optim = torch.optim.Adam(params + list(head.parameters()), lr=lr)
@@ -57,6 +58,8 @@ def vision_warmup(model, processor, samples: list[dict], seconds: float, lr: flo
         optim.step()
         losses.append(loss.item())
         steps += 1
+    for p, flag in zip(params, trainable, strict=True):
+        p.requires_grad_(flag)
     log.info("vision warm-start: %d steps in %.0f s, loss %.3f -> %.3f", steps, seconds, losses[0], losses[-1])
     return {"steps": steps, "loss_first": losses[0], "loss_last": losses[-1]}
 
