@@ -10,7 +10,7 @@ def test_sft_few_steps_changes_weights(tiny_model, synfacs_small, tmp_path):
     before, _ = models.load(str(tiny_model))
     out = sft.main(None, {
         "model": str(tiny_model), "data_paths": [str(synfacs_small / "train.jsonl")],
-        "image_folders": [str(synfacs_small)], "prompt_definitions": False, "vision_warmup_seconds": 1,
+        "image_folders": [str(synfacs_small)], "prompt": "question", "vision_warmup_seconds": 1,
         "output_dir": str(tmp_path / "sft"), "max_steps": 4, "per_device_train_batch_size": 4,
         "learning_rate": 1e-3, "logging_steps": 1, "report_to": "none", "use_cpu": True, "save_strategy": "no",
     })
@@ -19,7 +19,7 @@ def test_sft_few_steps_changes_weights(tiny_model, synfacs_small, tmp_path):
                if not torch.equal(a, b)]
     n_params = len(list(before.parameters()))
     assert len(changed) == n_params, f"unchanged: {n_params - len(changed)} tensors"
-    assert models.read_prompt_settings(out) == {"definitions": False}
+    assert models.read_prompt_settings(out) == {"prompt": "question"}
     # the saved checkpoint generates
     from PIL import Image
     text = models.generate(after, processor, [Image.new("RGB", (112, 112))], ["What emotion?"], max_new_tokens=4)

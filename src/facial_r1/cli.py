@@ -54,6 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
         st.add_argument("--config", required=True)
         st.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
 
+    pl = sub.add_parser("pipeline", help="the whole method end to end (data, SFT, GRPO, synthesis rounds, eval)",
+                        description="Run every stage; extra --key value pairs override the pipeline config.")
+    pl.add_argument("--config", required=True)
+
+    y = sub.add_parser("synthesize", help="stage 3: write reasoning for label-only faces, keep what passes QC")
+    y.add_argument("--model", required=True)
+    y.add_argument("--data", required=True, help="FEA JSONL with AUs and labels")
+    y.add_argument("--image-folders", required=True, help="DIR[,DIR...]")
+    y.add_argument("--out", required=True, help="kept rows (JSONL); OUT.report.json and OUT.log.jsonl beside it")
+    y.add_argument("--attempts", type=int, default=3)
+    y.add_argument("--batch-size", type=int, default=16)
+    y.add_argument("--max-new-tokens", type=int, default=160)
+    y.add_argument("--temperature", type=float, default=0.8, help="for retries (the first attempt is greedy)")
+    y.add_argument("--au-f1-min", type=float, default=1.0, help="1.0 = cited AUs must equal the true AUs")
+    y.add_argument("--dedup-threshold", type=float, default=0.9)
+
     e = sub.add_parser("eval", help="evaluate a checkpoint in a benchmark protocol")
     e.add_argument("--model", required=True)
     e.add_argument("--data", required=True)
@@ -71,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if extra and args.command not in ("sft", "grpo"):
+    if extra and args.command not in ("sft", "grpo", "pipeline"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return run(args, extra)
@@ -96,6 +112,21 @@ def run(args, extra: list[str]) -> int:
         stage = importlib.import_module(f"facial_r1.{args.command}")
         print(stage.main(args.config, parse_overrides(extra), resume=args.resume))
         return 0
+    if args.command == "pipeline":
+        from facial_r1 import pipeline
+        from facial_r1.config import parse_overrides
+
+        pipeline.main(args.config, parse_overrides(extra))
+        return 0
+    if args.command == "synthesize":
+        from facial_r1 import synthesize
+        from facial_r1.data.schema import parse_folders
+
+        qc = synthesize.QualityControl(au_f1_min=args.au_f1_min, dedup_threshold=args.dedup_threshold)
+        settings = synthesize.Synthesis(args.attempts, args.batch_size, args.max_new_tokens, args.temperature, qc)
+        report = synthesize.main(args.model, args.data, parse_folders(args.image_folders), args.out, settings)
+        print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
+        return 0 if report["kept"] else 1
     if args.command == "eval":
         from facial_r1 import evaluate
         from facial_r1.data.schema import parse_folders

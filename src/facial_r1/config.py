@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,29 @@ import yaml
 from facial_r1.errors import FacialR1Error
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageRun:
+    """The options every training stage shares: model loading, data mixture, wall-time budget."""
+
+    model: str = "runs/tiny/model"
+    data_paths: list = field(default_factory=lambda: ["runs/tiny/synfacs/train.jsonl"])
+    image_folders: list = field(default_factory=lambda: ["runs/tiny/synfacs"])
+    data_sampling: list | None = None  # per file: all | first:N | random:N
+    dtype: str = "float32"
+    attn_implementation: str | None = None  # None: flash_attention_2 when installed, else sdpa
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    lora: dict | None = None  # peft.LoraConfig fields; None = full fine-tuning
+    freeze_vision: bool = False
+    max_train_minutes: float | None = None  # stop after this wall time (CPU budgets)
+
+    def load_model(self):
+        from facial_r1 import models
+
+        return models.load(self.model, self.dtype, self.attn_implementation, self.min_pixels, self.max_pixels,
+                           self.lora, self.freeze_vision)
 
 
 def parse_overrides(args: list[str]) -> dict:

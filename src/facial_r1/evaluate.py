@@ -38,7 +38,7 @@ PROTOCOLS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
 }
 
 
-def predict(model, processor, samples: list[dict], definitions: bool = True, batch_size: int = 16,
+def predict(model, processor, samples: list[dict], prompt_style: str = "full", batch_size: int = 16,
             max_new_tokens: int = 128) -> list[str]:
     """Greedy completions for samples (each needs `image_path`), batched, with a progress bar.
 
@@ -58,7 +58,7 @@ def predict(model, processor, samples: list[dict], definitions: bool = True, bat
                 keep.append(s)
             except FacialR1Error as e:
                 log.warning("%s", e)
-        texts = iter(generate(model, processor, images, [analysis_prompt(s["question"], definitions) for s in keep],
+        texts = iter(generate(model, processor, images, [analysis_prompt(s["question"], prompt_style) for s in keep],
                               max_new_tokens) if keep else [])
         kept = {id(s) for s in keep}
         out += [next(texts) if id(s) in kept else "" for s in batch]
@@ -136,7 +136,7 @@ def confusion_png(metrics: dict, path: Path) -> Path | None:
 
 
 def main(model: str, data: str, image_folders: list[str], protocol: str, out: str, batch_size: int = 16,
-         max_new_tokens: int = 128, definitions: bool | None = None) -> dict:
+         max_new_tokens: int = 128, prompt_style: str | None = None) -> dict:
     from facial_r1 import models
 
     if protocol not in PROTOCOLS:
@@ -145,9 +145,9 @@ def main(model: str, data: str, image_folders: list[str], protocol: str, out: st
     for p in problems:
         log.warning("skipped: %s", p)
     net, processor = models.load(model)
-    if definitions is None:  # use the prompt the checkpoint was trained with
-        definitions = models.read_prompt_settings(model)["definitions"]
-    completions = predict(net, processor, samples, definitions, batch_size, max_new_tokens)
+    if prompt_style is None:  # use the prompt the checkpoint was trained with
+        prompt_style = models.read_prompt_settings(model)["prompt"]
+    completions = predict(net, processor, samples, prompt_style, batch_size, max_new_tokens)
     metrics = score(samples, completions, protocol)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

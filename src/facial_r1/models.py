@@ -71,9 +71,21 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int):
         bos_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        chat_template=qwen2_5_vl_chat_template,
+        chat_template=without_default_system(qwen2_5_vl_chat_template),
         model_max_length=4096,
     )
+
+
+_DEFAULT_SYSTEM = ("{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
+                   "You are a helpful assistant.<|im_end|>\n{% endif %}")
+
+
+def without_default_system(template: str) -> str:
+    """Qwen's chat template minus the default system turn: the tiny model gains nothing from
+    those tokens and every step pays for them. A system message given explicitly still renders."""
+    if _DEFAULT_SYSTEM not in template:
+        raise FacialR1Error("TRL's Qwen2.5-VL chat template changed: default system turn not found")
+    return template.replace(_DEFAULT_SYSTEM, "")
 
 
 def build_tiny(out: str | Path, size: str = "tiny", seed: int = 0) -> Path:
@@ -252,15 +264,25 @@ def generate(model, processor, images: Sequence, prompts: Sequence[str], max_new
 PROMPT_SETTINGS = "facial_r1_prompt.json"
 
 
-def write_prompt_settings(out: str | Path, definitions: bool) -> None:
+def save_trained(trainer, processor, out: str | Path, prompt_style: str) -> Path:
+    """End of a training stage: weights, processor, prompt settings and the log history
+    (`trainer_state.json`, read by the pipeline's report), all loadable from `out`."""
+    trainer.save_model(str(out))
+    processor.save_pretrained(str(out))
+    write_prompt_settings(out, prompt_style)
+    trainer.state.save_to_json(str(Path(out) / "trainer_state.json"))
+    return Path(out)
+
+
+def write_prompt_settings(out: str | Path, prompt_style: str) -> None:
     """Record in a checkpoint which analysis prompt it was trained with (eval/inference reuse it)."""
     import json
 
-    (Path(out) / PROMPT_SETTINGS).write_text(json.dumps({"definitions": definitions}))
+    (Path(out) / PROMPT_SETTINGS).write_text(json.dumps({"prompt": prompt_style}))
 
 
 def read_prompt_settings(path: str | Path) -> dict:
     import json
 
     f = Path(path) / PROMPT_SETTINGS
-    return json.loads(f.read_text()) if f.is_file() else {"definitions": True}
+    return json.loads(f.read_text()) if f.is_file() else {"prompt": "full"}

@@ -1,0 +1,219 @@
+"""Stage 3: the trained model writes AU-grounded reasoning for label-only faces.
+
+    facial-r1 synthesize --model CKPT --data pool.jsonl --image-folders DIR --out synth.jsonl [--attempts K]
+
+For every sample with AUs and an emotion label, the model sees the guided prompt (the true
+AUs and emotion); up to K attempts, each retry told what was wrong with the last one. An
+analysis is kept only if it passes quality control (`check`). Progress is appended to
+`OUT.log.jsonl` (one line per finished sample, by id), so a killed run restarted with the
+same arguments continues where it stopped; at the end the kept rows are written to OUT
+atomically, with a report of counts per rejection reason in `OUT.report.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from facial_r1.data.schema import load_image, read_samples_with_images, write_jsonl
+from facial_r1.errors import FacialR1Error
+from facial_r1.parse import parse_completion
+from facial_r1.prompts import guided_prompt
+from facial_r1.rewards import gold_aus, gold_emotions, set_f1
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QualityControl:
+    """The rules a synthesized analysis must pass (defaults follow the paper's filter)."""
+
+    au_f1_min: float = 1.0  # cited vs true AUs: 1.0 = exactly the true set
+    contradiction_words: list = field(default_factory=lambda: [
+        "however", "but", "although", "unclear", "uncertain", "not sure", "cannot tell"])
+    min_chars: int = 40  # of the reasoning
+    max_chars: int = 1500
+    dedup_threshold: float = 0.9  # word-trigram Jaccard with a kept description at/above this = duplicate
+
+
+# Rejection reasons, in the order they are checked; the report counts each.
+REASONS = ("format", "aus", "emotion", "contradiction", "length", "duplicate")
+
+
+def check(text: str, sample: dict, qc: QualityControl, kept: Dedup) -> dict[str, str]:
+    """Faults of one completion, by reason; empty = keep. Messages go back into the retry prompt."""
+    a = parse_completion(text)
+    faults: dict[str, str] = {}
+    if not a.format_valid:
+        faults["format"] = "write the reasoning inside <think></think>, then only the emotion inside <answer></answer>"
+    true_aus = gold_aus(sample["AUs"])
+    if set_f1(set(a.aus), true_aus) < qc.au_f1_min:
+        faults["aus"] = (f"you cited {', '.join(a.aus) or 'no AU'} but the face shows "
+                         f"{', '.join(sorted(true_aus, key=lambda x: int(x[2:]))) or 'no AU'}")
+    if a.answer not in gold_emotions(sample["labels"]):
+        faults["emotion"] = f"you answered {a.answer_text or 'nothing'} but the emotion is {sample['labels'][0]}"
+    words = [w for w in qc.contradiction_words if re.search(rf"\b{re.escape(w)}\b", a.reasoning, re.IGNORECASE)]
+    if words:
+        faults["contradiction"] = f"do not hedge or contradict yourself ({', '.join(words)})"
+    if not qc.min_chars <= len(a.reasoning) <= qc.max_chars:
+        faults["length"] = f"the reasoning must have {qc.min_chars} to {qc.max_chars} characters"
+    if not faults and kept.is_duplicate(text):
+        faults["duplicate"] = "describe this face in your own words, not as an earlier one"
+    return faults
+
+
+class Dedup:
+    """Near-duplicate index of kept descriptions: word-trigram Jaccard, compared only with
+    kept texts of similar length (a size ratio below the threshold cannot reach it)."""
+
+    def __init__(self, threshold: float):
+        self.threshold, self.kept = threshold, []
+
+    @staticmethod
+    def shingles(text: str) -> frozenset:
+        words = re.findall(r"\w+", text.lower())
+        return frozenset(zip(words, words[1:], words[2:])) or frozenset([tuple(words)])
+
+    def is_duplicate(self, text: str) -> bool:
+        s = self.shingles(text)
+        # Jaccard >= t needs |A|/|B| >= t, so only kept sets of similar size can match.
+        return any(len(s & k) / len(s | k) >= self.threshold for k in self.kept
+                   if min(len(s), len(k)) >= self.threshold * max(len(s), len(k)))
+
+    def add(self, text: str) -> None:
+        self.kept.append(self.shingles(text))
+
+
+@dataclass
+class Synthesis:
+    attempts: int = 3
+    batch_size: int = 16
+    max_new_tokens: int = 160
+    temperature: float = 0.8  # retries sample; the first attempt is greedy
+    qc: QualityControl = field(default_factory=QualityControl)
+
+
+def main(model: str, data: str, image_folders: Sequence[str], out: str, settings: Synthesis | None = None,
+         prompt_style: str | None = None) -> dict:
+    """Synthesize reasoning for `data`; returns the report (also written next to `out`)."""
+    from tqdm import tqdm
+
+    from facial_r1 import models
+
+    settings = settings or Synthesis()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    samples, problems = read_samples_with_images(data, image_folders, skip_bad=True)
+    for p in problems:
+        log.warning("skipped: %s", p)
+    todo = [s for s in samples if s["AUs"] is not None and s["labels"]]
+    if not todo:
+        raise FacialR1Error(f"{data}: no sample has both AUs and an emotion label to synthesize for")
+    log_path = out.with_suffix(".log.jsonl")
+    done = read_log(log_path)
+    dedup = Dedup(settings.qc.dedup_threshold)
+    for record in done.values():
+        if record["kept"]:
+            dedup.add(record["row"]["description"])
+    pending = [s for s in todo if s["id"] not in done]
+    log.info("synthesize: %d samples, %d done before, %d to go", len(todo), len(todo) - len(pending), len(pending))
+
+    if pending:
+        net, processor = models.load(model)
+        if prompt_style is None:
+            prompt_style = models.read_prompt_settings(model)["prompt"] if Path(model).is_dir() else "full"
+        with open(log_path, "a", encoding="utf-8") as log_file:
+            for i in tqdm(range(0, len(pending), settings.batch_size), desc="synthesize", unit="batch"):
+                batch = pending[i:i + settings.batch_size]
+                records = synthesize_batch(net, processor, batch, settings, dedup, prompt_style, model)
+                log_file.write("".join(json.dumps(r) + "\n" for r in records))
+                log_file.flush()
+                os.fsync(log_file.fileno())
+                done.update((r["id"], r) for r in records)
+    return finalize(todo, done, out, problems, settings)
+
+
+def synthesize_batch(net, processor, batch: list[dict], settings: Synthesis, dedup: Dedup, prompt_style: str,
+                     model_name: str) -> list[dict]:
+    """All attempts for one batch; returns one log record per sample."""
+    from facial_r1.models import generate
+
+    images, records, faults = {}, {}, {}
+    for s in batch:
+        try:
+            images[s["id"]] = load_image(s["image_path"], s["id"])
+        except FacialR1Error as e:  # one bad image never stops the batch
+            records[s["id"]] = {"id": s["id"], "kept": False, "reasons": ["image"], "error": str(e), "attempts": 0}
+    for attempt in range(1, settings.attempts + 1):
+        open_ = [s for s in batch if s["id"] in images and not records.get(s["id"], {}).get("kept")]
+        if not open_:
+            break
+        prompts = [guided_prompt(s["question"], s["AUs"], s["labels"][0], list(faults.get(s["id"], {}).values()),
+                                 prompt_style) for s in open_]
+        texts = generate(net, processor, [images[s["id"]] for s in open_], prompts, settings.max_new_tokens,
+                         do_sample=attempt > 1, temperature=settings.temperature)
+        for s, text in zip(open_, texts, strict=True):
+            found = check(text, s, settings.qc, dedup)
+            faults[s["id"]] = found
+            if not found:
+                dedup.add(text)
+                row = {k: v for k, v in s.items() if k != "image_path"}
+                row["description"] = text.strip()
+                row["meta_info"] = {**row.get("meta_info", {}), "synthesized": {"model": model_name, "attempt": attempt}}
+                records[s["id"]] = {"id": s["id"], "kept": True, "attempts": attempt, "row": row}
+            else:
+                records[s["id"]] = {"id": s["id"], "kept": False, "attempts": attempt, "reasons": list(found),
+                                    "last": text}
+    return [records[s["id"]] for s in batch]
+
+
+def read_log(path: Path) -> dict[str, dict]:
+    """Finished samples by id. A torn last line (the run was killed mid-write) is cut off."""
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    out = {}
+    for n, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FacialR1Error(f"{path}:{n}: corrupt progress line ({e}); delete the file to start over") from None
+        out[record["id"]] = record
+    return out
+
+
+def finalize(todo: list[dict], done: dict[str, dict], out: Path, problems: list[str], settings: Synthesis) -> dict:
+    """Kept rows in input order -> OUT (atomic), and the report -> OUT.report.json."""
+    finished = [done[s["id"]] for s in todo if s["id"] in done]
+    kept = [r["row"] for r in finished if r["kept"]]
+    reasons = Counter(reason for r in finished if not r["kept"] for reason in r["reasons"])
+    report = {
+        "input": len(todo), "finished": len(finished), "kept": len(kept),
+        "kept_rate": len(kept) / max(1, len(finished)),
+        "rejected": len(finished) - len(kept),
+        "rejected_by_reason": {k: reasons[k] for k in (*REASONS, "image") if reasons[k]},
+        "kept_at_attempt": dict(sorted(Counter(r["attempts"] for r in finished if r["kept"]).items())),
+        "unreadable_input": problems,
+        "settings": asdict(settings),
+    }
+    if kept:
+        write_jsonl(out, kept)
+        report["output"] = str(out)
+    else:
+        report["output"] = None
+        report["message"] = "no sample passed quality control: the model produced nothing usable; nothing written"
+        log.error("synthesize: %s (%s)", report["message"], dict(reasons))
+    tmp = out.with_suffix(".report.json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out.with_suffix(".report.json"))
+    return report

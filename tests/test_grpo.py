@@ -1,0 +1,125 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from facial_r1 import grpo
+from facial_r1.config import load_stage_config
+from facial_r1.errors import FacialR1Error
+from trl import GRPOConfig
+
+
+@pytest.mark.parametrize("path, expected", [
+    # the embedded default: small groups, short completions, Dr. GRPO loss
+    ("configs/grpo/tiny-cpu.yaml", {"num_generations": 4, "max_completion_length": 96, "beta": 0.0,
+                                    "loss_type": "dr_grpo", "reward_weights": [1.0, 1.0, 1.0]}),
+    # the released Facial-R1 settings
+    ("configs/grpo/qwen2.5-vl-7b.yaml", {"num_generations": 8, "max_completion_length": 256, "beta": 0.0,
+                                         "learning_rate": 1e-6, "per_device_train_batch_size": 8,
+                                         "gradient_accumulation_steps": 4, "loss_type": "dapo"}),
+])
+def test_configs_parse(path, expected):
+    # bf16 cannot be validated on a CPU machine; the 7B config is parsed with it off
+    run, args = load_stage_config(path, {"bf16": False, "use_cpu": True}, grpo.GRPORun, GRPOConfig)
+    assert run.rewards == ["au_f1", "accuracy", "format"]
+    for key, value in expected.items():
+        assert getattr(args, key) == value, key
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"rewards": ["au_f1", "smile_bonus"]}, r"unknown reward\(s\) \['smile_bonus'\]"),
+    ({"reward_weights": [1.0, 2.0]}, "2 reward_weights for 3 reward_funcs"),
+    ({"num_generatons": 4}, r"unknown key\(s\) \['num_generatons'\]"),
+])
+def test_bad_config_is_an_error_before_training(overrides, message, synfacs_small, tmp_path):
+    with pytest.raises(FacialR1Error, match=message):
+        grpo.main("configs/grpo/tiny-cpu.yaml", {"model": "no/such/model/here", "output_dir": str(tmp_path),
+                                                 "data_paths": [str(synfacs_small / "train.jsonl")],
+                                                 "image_folders": [str(synfacs_small)], **overrides})
+
+
+def test_dataset_without_au_labels_is_refused_for_the_au_reward(synfacs_small, tmp_path):
+    rows = [json.loads(line) for line in (synfacs_small / "train.jsonl").read_text().splitlines()]
+    emotion_only = tmp_path / "fer_like.jsonl"
+    emotion_only.write_text("".join(json.dumps({**r, "AUs": None}) + "\n" for r in rows))
+    with pytest.raises(FacialR1Error, match=r"fer_like.jsonl: dataset lacks column\(s\) \['AUs'\]"):
+        grpo.main("configs/grpo/tiny-cpu.yaml", {"model": "no/such/model/here", "output_dir": str(tmp_path),
+                                                 "data_paths": [str(emotion_only)],
+                                                 "image_folders": [str(synfacs_small)]})
+
+
+def test_dataset_rows_keep_missing_labels_as_none(synfacs_small):
+    from facial_r1.data.schema import read_samples_with_images
+
+    samples, _ = read_samples_with_images(synfacs_small / "train.jsonl", [synfacs_small])
+    samples[0] = {**samples[0], "AUs": None}
+    samples[1] = {**samples[1], "labels": []}
+    ds = grpo.grpo_dataset(samples[:3], prompt_style="question")
+    assert ds.column_names == ["prompt", "image", "AUs", "labels", "id"]
+    assert ds[0]["AUs"] is None and ds[1]["labels"] is None and ds[2]["AUs"] == samples[2]["AUs"]
+    assert ds[0]["prompt"][0]["content"][0] == {"type": "image", "text": None}
+    assert ds[0]["image"].size == (112, 112)
+
+
+def _tiny_sft(tiny_model, synfacs_small, tmp_path):
+    from facial_r1 import sft
+
+    return sft.main("configs/sft/tiny-cpu.yaml", {
+        "model": str(tiny_model), "data_paths": [str(synfacs_small / "train.jsonl")],
+        "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / "sft"), "max_steps": 3,
+        "vision_warmup_seconds": 0, "save_strategy": "no"})
+
+
+def test_two_steps_log_every_reward_and_the_spread(tiny_model, synfacs_small, tmp_path):
+    start = _tiny_sft(tiny_model, synfacs_small, tmp_path)
+    out = grpo.main("configs/grpo/tiny-cpu.yaml", {
+        "model": str(start), "data_paths": [str(synfacs_small / "train.jsonl")],
+        "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / "grpo"), "max_steps": 2,
+        "logging_steps": 1, "per_device_train_batch_size": 4, "num_generations": 2,
+        "max_completion_length": 16, "save_strategy": "no"})
+    logs = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    steps = [x for x in logs if "loss" in x]
+    assert len(steps) == 2
+    for entry in steps:
+        for key in ("rewards/au_f1_reward/mean", "rewards/accuracy_reward/mean", "rewards/format_reward/mean",
+                    "frac_reward_zero_std", "completions/mean_length", "time/generate", "time/reward"):
+            assert key in entry and math.isfinite(entry[key]), key
+    assert (out / "model.safetensors").is_file()
+    assert json.loads((out / "facial_r1_prompt.json").read_text()) == {"prompt": "question"}
+
+
+def test_resume_after_a_real_kill(tiny_model, synfacs_small, tmp_path):
+    start = _tiny_sft(tiny_model, synfacs_small, tmp_path)
+    out = tmp_path / "grpo"
+    cmd = [sys.executable, "-m", "facial_r1.cli", "grpo", "--config", "configs/grpo/tiny-cpu.yaml",
+           "--model", str(start), "--data_paths", f"[{synfacs_small / 'train.jsonl'}]",
+           "--image_folders", f"[{synfacs_small}]", "--output_dir", str(out), "--max_steps", "8",
+           "--save_steps", "2", "--save_total_limit", "3", "--logging_steps", "1",
+           "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "16"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint-4" / "trainer_state.json").is_file():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.safetensors").exists(), "killed before the end"
+    saved = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    last = saved[-1]
+    before = json.loads((out / f"checkpoint-{last}" / "trainer_state.json").read_text())["log_history"]
+
+    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+    # the first `last` steps come from the checkpoint, not from a second run over them
+    assert state["log_history"][:len(before)] == before
+    assert [x["step"] for x in state["log_history"] if "loss" in x] == list(range(1, 9))

@@ -1,0 +1,125 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from facial_r1 import synthesize
+from facial_r1.synthesize import Dedup, QualityControl, check
+
+SAD = {"id": "s1", "AUs": ["AU1", "AU4", "AU15"], "labels": ["Sadness"]}
+GOOD = ("<think>The inner brows rise (AU1), the brows draw together (AU4) and the lip corners "
+        "drop (AU15).</think><answer>Sadness</answer>")
+
+
+@pytest.mark.parametrize("text, qc, expected", [
+    # the reference analysis passes every rule
+    (GOOD, {}, set()),
+    # no tags: format; no answer parsed: emotion; 26 characters of reasoning: length (AUs are cited)
+    ("sad face with AU1 AU4 AU15", {}, {"format", "emotion", "length"}),
+    # one AU missing: F1 = 0.8 fails the exact rule ...
+    (GOOD.replace(" and the lip corners drop (AU15)", ""), {}, {"aus"}),
+    # ... and passes a 0.8 threshold
+    (GOOD.replace(" and the lip corners drop (AU15)", ""), {"au_f1_min": 0.8}, set()),
+    # an extra AU is also a mismatch
+    (GOOD.replace("(AU15)", "(AU15), cheeks raised (AU6)"), {}, {"aus"}),
+    # wrong emotion
+    (GOOD.replace("Sadness", "Anger"), {}, {"emotion"}),
+    # hedging word, matched as a word only ("button" would not count)
+    (GOOD.replace("The inner", "However, the inner"), {}, {"contradiction"}),
+    (GOOD.replace("The inner", "The button-nosed inner"), {}, set()),
+    # too long for a 60-character cap
+    (GOOD, {"max_chars": 60}, {"length"}),
+])
+def test_quality_control_rules(text, qc, expected):
+    assert set(check(text, SAD, QualityControl(**qc), Dedup(0.9))) == expected
+
+
+def test_retry_messages_say_what_was_wrong():
+    faults = check(GOOD.replace("(AU15)", "").replace("Sadness", "Fear"), SAD, QualityControl(), Dedup(0.9))
+    assert faults["aus"] == "you cited AU1, AU4 but the face shows AU1, AU4, AU15"
+    assert faults["emotion"] == "you answered Fear but the emotion is Sadness"
+
+
+@pytest.mark.parametrize("kept, text, duplicate", [
+    # the same text again
+    ([GOOD], GOOD, True),
+    # one word of 19 changed: trigram Jaccard 0.75 < 0.9, still distinct
+    ([GOOD], GOOD.replace("draw", "pull"), False),
+    # punctuation and case do not make a new text
+    ([GOOD], GOOD.upper().replace(",", ";"), True),
+    # a different description
+    ([GOOD], "<think>The lips part (AU25) and the jaw drops (AU26).</think><answer>Surprise</answer>", False),
+    # nothing kept yet
+    ([], GOOD, False),
+])
+def test_near_duplicates(kept, text, duplicate):
+    index = Dedup(0.9)
+    for k in kept:
+        index.add(k)
+    assert index.is_duplicate(text) is duplicate
+
+
+def test_duplicate_is_rejected_only_after_the_other_rules_pass():
+    index = Dedup(0.9)
+    index.add(GOOD)
+    assert set(check(GOOD, SAD, QualityControl(), index)) == {"duplicate"}
+    assert set(check(GOOD.replace("Sadness", "Anger"), SAD, QualityControl(), index)) == {"emotion"}
+
+
+def test_torn_progress_line_is_cut_off(tmp_path):
+    log = tmp_path / "out.log.jsonl"
+    log.write_text('{"id": "a", "kept": false, "reasons": ["aus"], "attempts": 1}\n{"id": "b", "ke')
+    assert list(synthesize.read_log(log)) == ["a"]
+    assert log.read_text().endswith("}\n")
+
+
+def test_a_model_with_nothing_valid_reports_so(tiny_model, synfacs_small, tmp_path):
+    out = tmp_path / "synth.jsonl"
+    settings = synthesize.Synthesis(attempts=2, batch_size=8, max_new_tokens=8)
+    report = synthesize.main(str(tiny_model), str(synfacs_small / "train.jsonl"), [str(synfacs_small)], str(out),
+                             settings)
+    assert report["kept"] == 0 and report["finished"] == report["input"] == 48
+    assert "no sample passed quality control" in report["message"]
+    assert not out.exists()
+    on_disk = json.loads(out.with_suffix(".report.json").read_text())
+    assert on_disk["rejected_by_reason"]["format"] == 48
+
+
+def test_bad_image_is_reported_not_fatal(tiny_model, synfacs_small, tmp_path):
+    rows = [json.loads(x) for x in (synfacs_small / "train.jsonl").read_text().splitlines()][:4]
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rows[1]["image"] = str(tmp_path / "broken.png")
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = synthesize.main(str(tiny_model), str(data), [str(synfacs_small)], str(tmp_path / "s.jsonl"),
+                             synthesize.Synthesis(attempts=1, max_new_tokens=4))
+    assert report["input"] == 3 and len(report["unreadable_input"]) == 1
+    assert "broken.png" in report["unreadable_input"][0]
+
+
+def test_resume_after_a_kill_loses_and_repeats_nothing(tiny_model, synfacs_small, tmp_path):
+    out = tmp_path / "synth.jsonl"
+    cmd = [sys.executable, "-m", "facial_r1.cli", "synthesize", "--model", str(tiny_model),
+           "--data", str(synfacs_small / "train.jsonl"), "--image-folders", str(synfacs_small), "--out", str(out),
+           "--attempts", "1", "--batch-size", "4", "--max-new-tokens", "48"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = out.with_suffix(".log.jsonl")
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 8):
+        assert proc.poll() is None, "finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = log.read_text().count("\n")
+    assert before < 48
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1  # a random model keeps nothing, and says so
+    ids = [json.loads(x)["id"] for x in log.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 48
+    assert json.loads(out.with_suffix(".report.json").read_text())["finished"] == 48
