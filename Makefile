@@ -1,5 +1,5 @@
 # The two commands the README opens with:
-#   make demo   set up .venv and run the main job on the embedded default (CPU)
+#   make demo   set up .venv and run the main job, the whole method on the embedded default (CPU)
 #   make test   set up .venv and run the test suite (offline, CPU)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,8 +20,4 @@ test: setup
 	$(PY) -m pytest -q -ra
 
 demo: setup
-	$(VENV)/bin/facial-r1 data synth-faces --out runs/tiny/synfacs --n 2200 --seed 0 --reasoning-fraction 0.5 --preview
-	$(VENV)/bin/facial-r1 model init-tiny --out runs/tiny/model
-	$(VENV)/bin/facial-r1 sft --config configs/sft/tiny-cpu.yaml
-	$(VENV)/bin/facial-r1 eval --model runs/tiny/sft --data runs/tiny/synfacs/test.jsonl \
-	    --image-folders runs/tiny/synfacs --protocol synfacs --out runs/tiny/eval-sft
+	$(VENV)/bin/facial-r1 pipeline --config configs/pipeline/tiny-cpu.yaml

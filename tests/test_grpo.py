@@ -15,8 +15,8 @@ from trl import GRPOConfig
 
 
 @pytest.mark.parametrize("path, expected", [
-    # the embedded default: small groups, short completions, Dr. GRPO loss
-    ("configs/grpo/tiny-cpu.yaml", {"num_generations": 4, "max_completion_length": 96, "beta": 0.0,
+    # the embedded default: 4 prompts x 8 generations, short completions, a KL anchor, Dr. GRPO loss
+    ("configs/grpo/tiny-cpu.yaml", {"num_generations": 8, "max_completion_length": 96, "beta": 0.04,
                                     "loss_type": "dr_grpo", "reward_weights": [1.0, 1.0, 1.0]}),
     # the released Facial-R1 settings
     ("configs/grpo/qwen2.5-vl-7b.yaml", {"num_generations": 8, "max_completion_length": 256, "beta": 0.0,

@@ -92,3 +92,16 @@ def test_warmstart_trains_vision_and_keeps_freeze(tiny_model, synfacs_small):
     assert stats["steps"] >= 1
     assert any(not torch.equal(a, b) for a, b in zip(before, models.vision_parameters(model), strict=True))
     assert not any(p.requires_grad for p in models.vision_parameters(model))  # still frozen for SFT
+
+
+def test_guided_fraction_mixes_in_the_guided_prompt(synfacs_small):
+    from facial_r1.data.schema import read_samples_with_images
+
+    samples, _ = read_samples_with_images(synfacs_small / "train.jsonl", [synfacs_small])
+    samples = [s for s in samples if s["description"]]
+    texts = [r["prompt"][0]["content"][1]["text"] for r in sft.sft_dataset(samples, "question", 0.5, seed=0)]
+    guided = [t for t in texts if "The face shows these Action Units" in t]
+    assert 0 < len(guided) < len(texts)
+    assert all(t == "What emotion does this face show?" for t in texts if t not in guided)
+    assert sft.sft_dataset(samples, "question", 0.0)[0]["completion"][0]["content"][0]["text"] == \
+        samples[0]["description"]

@@ -61,7 +61,6 @@ def user_message(prompt: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
 
 
-def sft_messages(prompt: str, answer: str) -> list[dict]:
-    return user_message(prompt) + [
-        {"role": "assistant", "content": [{"type": "text", "text": answer}]}
-    ]
+def assistant_message(answer: str) -> list[dict]:
+    """The assistant turn holding a target analysis (the SFT completion)."""
+    return [{"role": "assistant", "content": [{"type": "text", "text": answer}]}]

@@ -21,7 +21,7 @@ from facial_r1 import models
 from facial_r1.config import StageRun, load_stage_config
 from facial_r1.data.mixture import load_mixture
 from facial_r1.errors import FacialR1Error
-from facial_r1.prompts import analysis_prompt, sft_messages
+from facial_r1.prompts import analysis_prompt, assistant_message, guided_prompt, user_message
 from facial_r1.warmstart import vision_warmup
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,10 @@ class SFTRun(StageRun):
     vision_warmup_seconds: float = 0.0  # tiny default only (see warmstart.py)
     vision_warmup_lr: float = 2e-3
     vision_warmup_faces: int = 0  # extra SynFACS faces rendered for the warm-start only
+    # Share of examples shown with the guided prompt (true AUs + emotion given) instead of the
+    # analysis prompt. A real instruction-tuned model follows the guided prompt of synthesis
+    # out of the box; the tiny model has to be shown it (0 = off).
+    guided_fraction: float = 0.0
 
 
 def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
@@ -54,7 +58,7 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=sft_dataset(seed_set, run.prompt),
+        train_dataset=sft_dataset(seed_set, run.prompt, run.guided_fraction, args.seed),
         processing_class=processor,
         callbacks=[TimeLimit(run.max_train_minutes)] if run.max_train_minutes else None,
     )
@@ -64,13 +68,21 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
     return Path(args.output_dir)
 
 
-def sft_dataset(samples: list[dict], prompt_style: str = "full"):
-    """TRL prompt-completion rows with the face as a lazily decoded image."""
+def sft_dataset(samples: list[dict], prompt_style: str = "full", guided_fraction: float = 0.0, seed: int = 0):
+    """TRL prompt-completion rows with the face as a lazily decoded image; a seeded
+    `guided_fraction` of them use the guided prompt (only samples with AUs and a label)."""
+    import random
+
     from datasets import Dataset, Image, List
 
-    rows = [{"prompt": sft_messages(analysis_prompt(s["question"], prompt_style), s["description"])[:1],
-             "completion": sft_messages("", s["description"])[1:],
-             "images": [s["image_path"]]} for s in samples]
+    rng = random.Random(seed)
+    rows = []
+    for s in samples:
+        guided = s["AUs"] is not None and s["labels"] and rng.random() < guided_fraction
+        prompt = guided_prompt(s["question"], s["AUs"], s["labels"][0], style=prompt_style) if guided else \
+            analysis_prompt(s["question"], prompt_style)
+        rows.append({"prompt": user_message(prompt), "completion": assistant_message(s["description"]),
+                     "images": [s["image_path"]]})
     return Dataset.from_list(rows).cast_column("images", List(Image()))
 
 
