@@ -123,3 +123,17 @@ def test_resume_after_a_kill_loses_and_repeats_nothing(tiny_model, synfacs_small
     ids = [json.loads(x)["id"] for x in log.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 48
     assert json.loads(out.with_suffix(".report.json").read_text())["finished"] == 48
+
+
+def test_two_processes_share_the_work(tiny_model, synfacs_small, tmp_path):
+    # what `accelerate launch` does on several GPUs, here as two CPU processes under torchrun
+    out = tmp_path / "synth.jsonl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "facial_r1.cli",
+           "synthesize", "--model", str(tiny_model), "--data", str(synfacs_small / "train.jsonl"),
+           "--image-folders", str(synfacs_small), "--out", str(out), "--attempts", "1", "--max-new-tokens", "8"]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert "no sample passed quality control" in done.stderr  # a random model keeps nothing
+    shares = [len(out.with_suffix(f".log-rank{r}.jsonl").read_text().splitlines()) for r in (0, 1)]
+    assert shares == [24, 24]
+    assert json.loads(out.with_suffix(".report.json").read_text())["finished"] == 48

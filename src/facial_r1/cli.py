@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="runs/eval")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--max-new-tokens", type=int, default=128)
+    e.add_argument("--judge-url", help="OpenAI-compatible base URL (…/v1) for the LLM-judge score")
+    e.add_argument("--judge-model", help="model name to send to the judge endpoint")
+    e.add_argument("--judge-key-env", help="environment variable holding the judge's API key")
     return p
 
 
@@ -132,7 +135,8 @@ def run(args, extra: list[str]) -> int:
         from facial_r1.data.schema import parse_folders
 
         metrics = evaluate.main(args.model, args.data, parse_folders(args.image_folders), args.protocol, args.out,
-                                args.batch_size, args.max_new_tokens)
+                                args.batch_size, args.max_new_tokens, judge_url=args.judge_url,
+                                judge_model=args.judge_model, judge_key_env=args.judge_key_env)
         print(evaluate.markdown_table(metrics))
         return 0
     raise FacialR1Error(f"unknown command {args.command}")

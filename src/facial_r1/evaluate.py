@@ -103,6 +103,9 @@ def markdown_table(metrics: dict) -> str:
         if key in metrics:
             cols.append(label)
             vals.append(f"{100 * metrics[key]:.1f}")
+    if metrics.get("judge_score") is not None:
+        cols.append("Judge (1-10)")
+        vals.append(f"{metrics['judge_score']:.2f}")
     if "rege" in metrics:
         cols.append("REGE")
         vals.append(f"{metrics['rege']:.1f}")
@@ -136,7 +139,8 @@ def confusion_png(metrics: dict, path: Path) -> Path | None:
 
 
 def main(model: str, data: str, image_folders: list[str], protocol: str, out: str, batch_size: int = 16,
-         max_new_tokens: int = 128, prompt_style: str | None = None) -> dict:
+         max_new_tokens: int = 128, prompt_style: str | None = None, judge_url: str | None = None,
+         judge_model: str | None = None, judge_key_env: str | None = None) -> dict:
     from facial_r1 import models
 
     if protocol not in PROTOCOLS:
@@ -149,6 +153,12 @@ def main(model: str, data: str, image_folders: list[str], protocol: str, out: st
         prompt_style = models.read_prompt_settings(model)["prompt"]
     completions = predict(net, processor, samples, prompt_style, batch_size, max_new_tokens)
     metrics = score(samples, completions, protocol)
+    if judge_url:
+        from facial_r1.judge import judge_scores
+
+        pairs = [(s["description"], c) for s, c in zip(samples, completions, strict=True) if s["description"]]
+        metrics.update(judge_scores(judge_url, judge_model or "default", [r for r, _ in pairs],
+                                    [c for _, c in pairs], judge_key_env))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "predictions.jsonl", [

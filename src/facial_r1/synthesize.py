@@ -8,6 +8,8 @@ analysis is kept only if it passes quality control (`check`). Progress is append
 `OUT.log.jsonl` (one line per finished sample, by id), so a killed run restarted with the
 same arguments continues where it stopped; at the end the kept rows are written to OUT
 atomically, with a report of counts per rejection reason in `OUT.report.json`.
+Under `accelerate launch` each process (GPU) takes a contiguous share and its own log
+`OUT.log-rankN.jsonl`; the main process merges them.
 """
 
 from __future__ import annotations
@@ -115,8 +117,12 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
     todo = [s for s in samples if s["AUs"] is not None and s["labels"]]
     if not todo:
         raise FacialR1Error(f"{data}: no sample has both AUs and an emotion label to synthesize for")
-    log_path = out.with_suffix(".log.jsonl")
-    done = read_log(log_path)
+    import torch
+    from accelerate import PartialState
+
+    # One process, or one per GPU under `accelerate launch` (torchrun processes on CPU too).
+    state = PartialState(cpu=not torch.cuda.is_available())
+    done = read_logs(out)
     dedup = Dedup(settings.qc.dedup_threshold)
     for record in done.values():
         if record["kept"]:
@@ -124,19 +130,26 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
     pending = [s for s in todo if s["id"] not in done]
     log.info("synthesize: %d samples, %d done before, %d to go", len(todo), len(todo) - len(pending), len(pending))
 
-    if pending:
-        net, processor = models.load(model)
-        if prompt_style is None:
-            prompt_style = models.read_prompt_settings(model)["prompt"] if Path(model).is_dir() else "full"
-        with open(log_path, "a", encoding="utf-8") as log_file:
-            for i in tqdm(range(0, len(pending), settings.batch_size), desc="synthesize", unit="batch"):
-                batch = pending[i:i + settings.batch_size]
-                records = synthesize_batch(net, processor, batch, settings, dedup, prompt_style, model)
-                log_file.write("".join(json.dumps(r) + "\n" for r in records))
-                log_file.flush()
-                os.fsync(log_file.fileno())
-                done.update((r["id"], r) for r in records)
-    return finalize(todo, done, out, problems, settings)
+    with state.split_between_processes(pending) as mine:  # contiguous shares, one per process
+        if mine:
+            net, processor = models.load(model)
+            net.to(state.device)
+            if prompt_style is None:
+                prompt_style = models.read_prompt_settings(model)["prompt"] if Path(model).is_dir() else "full"
+            name = ".log.jsonl" if state.num_processes == 1 else f".log-rank{state.process_index}.jsonl"
+            with open(out.with_suffix(name), "a", encoding="utf-8") as log_file:
+                for i in tqdm(range(0, len(mine), settings.batch_size), desc="synthesize", unit="batch",
+                              disable=not state.is_main_process):
+                    records = synthesize_batch(net, processor, mine[i:i + settings.batch_size], settings, dedup,
+                                               prompt_style, model)
+                    log_file.write("".join(json.dumps(r) + "\n" for r in records))
+                    log_file.flush()
+                    os.fsync(log_file.fileno())
+    state.wait_for_everyone()
+    if state.is_main_process:
+        finalize(todo, read_logs(out), out, problems, settings)
+    state.wait_for_everyone()
+    return json.loads(out.with_suffix(".report.json").read_text())
 
 
 def synthesize_batch(net, processor, batch: list[dict], settings: Synthesis, dedup: Dedup, prompt_style: str,
@@ -173,6 +186,14 @@ def synthesize_batch(net, processor, batch: list[dict], settings: Synthesis, ded
     return [records[s["id"]] for s in batch]
 
 
+def read_logs(out: Path) -> dict[str, dict]:
+    """Finished samples by id from the progress log(s) of `out` (one per process)."""
+    done: dict[str, dict] = {}
+    for path in [out.with_suffix(".log.jsonl"), *sorted(out.parent.glob(f"{out.stem}.log-rank*.jsonl"))]:
+        done.update(read_log(path))
+    return done
+
+
 def read_log(path: Path) -> dict[str, dict]:
     """Finished samples by id. A torn last line (the run was killed mid-write) is cut off."""
     if not path.is_file():
@@ -195,6 +216,13 @@ def read_log(path: Path) -> dict[str, dict]:
 def finalize(todo: list[dict], done: dict[str, dict], out: Path, problems: list[str], settings: Synthesis) -> dict:
     """Kept rows in input order -> OUT (atomic), and the report -> OUT.report.json."""
     finished = [done[s["id"]] for s in todo if s["id"] in done]
+    # Processes dedup only against their own share: one pass in input order catches the rest.
+    index = Dedup(settings.qc.dedup_threshold)
+    for r in finished:
+        if r["kept"] and index.is_duplicate(r["row"]["description"]):
+            r.update(kept=False, reasons=["duplicate"], last=r.pop("row")["description"])
+        elif r["kept"]:
+            index.add(r["row"]["description"])
     kept = [r["row"] for r in finished if r["kept"]]
     reasons = Counter(reason for r in finished if not r["kept"] for reason in r["reasons"])
     report = {
