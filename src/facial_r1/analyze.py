@@ -1,0 +1,134 @@
+"""`facial-r1 analyze`: faces in images, folders and videos -> one JSON object (or CSV row) per face.
+
+    facial-r1 analyze photo.jpg shots/ clip.mp4 [--backend landmarks|vlm --model CKPT] [--every 1.0] [--csv]
+
+MediaPipe's Face Landmarker finds the faces for both backends (the [faces] extra). The
+`landmarks` backend reads the AUs from its blendshapes (landmarks.py); the `vlm` backend crops
+each face and lets a trained checkpoint write its analysis, in batches. Every input that
+fails (not an image or video, corrupt, too large, no face) yields an object with an `error`
+and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from facial_r1.data.schema import load_image
+from facial_r1.errors import FacialR1Error
+from facial_r1.landmarks import LandmarkAnalyser
+from facial_r1.parse import parse_completion
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+CSV_FIELDS = ("file", "frame", "box", "aus", "emotion", "reasoning", "error")
+
+
+def analyze(paths: Iterable[str], backend: str = "landmarks", model: str | None = None, every: float = 1.0,
+            batch_size: int = 8, landmarker: str | None = None, max_new_tokens: int = 160) -> Iterator[dict]:
+    """One dict per face found (or per input that failed), in input order."""
+    if backend not in ("landmarks", "vlm"):
+        raise FacialR1Error(f"unknown backend {backend!r}; choose landmarks or vlm")
+    if backend == "vlm" and not model:
+        raise FacialR1Error("the vlm backend needs --model CKPT")
+    vlm = _load_vlm(model) if backend == "vlm" else None
+    with LandmarkAnalyser(landmarker) as finder:
+        pending: list[tuple[dict, object]] = []  # (result without analysis, face crop) for the VLM
+        for item in _frames(paths, every):
+            if "error" in item:
+                yield from _flush(vlm, pending, max_new_tokens)
+                yield item
+                continue
+            image = item.pop("image")
+            faces = finder.analyse(image)
+            if not faces:
+                yield from _flush(vlm, pending, max_new_tokens)
+                yield {**item, "error": "no face found"}
+                continue
+            for face in faces:
+                row = {**item, "box": list(face.box)}
+                if vlm is None:
+                    yield {**row, "aus": list(face.aus), "emotion": face.emotion, "reasoning": face.reasoning}
+                else:
+                    pending.append((row, _crop(image, face.box)))
+            if len(pending) >= batch_size:
+                yield from _flush(vlm, pending, max_new_tokens)
+        yield from _flush(vlm, pending, max_new_tokens)
+
+
+def _frames(paths: Iterable[str], every: float = 1.0) -> Iterator[dict]:
+    """{'file', 'frame', 'image'} per image or sampled video frame, or {'file', 'frame', 'error'}."""
+    for path in _expand(paths):
+        suffix = path.suffix.lower()
+        if suffix in VIDEO_SUFFIXES:
+            yield from _video_frames(path, every)
+        elif suffix in IMAGE_SUFFIXES:
+            try:
+                yield {"file": str(path), "frame": None, "image": load_image(path, path.name)}
+            except FacialR1Error as e:
+                yield {"file": str(path), "frame": None, "error": str(e)}
+        else:
+            yield {"file": str(path), "frame": None, "error": "not an image or video file"}
+
+
+def _expand(paths: Iterable[str]) -> Iterator[Path]:
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        else:
+            yield p
+
+
+def _video_frames(path: Path, every: float = 1.0) -> Iterator[dict]:
+    import cv2
+    from PIL import Image
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        yield {"file": str(path), "frame": None, "error": "cannot open video"}
+        return
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    step, index = max(1, round(fps * every)), 0
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % step == 0:
+                yield {"file": str(path), "frame": index, "image": Image.fromarray(frame[:, :, ::-1].copy())}
+            index += 1
+    finally:
+        capture.release()
+    if index == 0:
+        yield {"file": str(path), "frame": None, "error": "no frames could be decoded"}
+
+
+def _crop(image, box, margin: float = 0.15):
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
+    return image.crop((max(0, x0 - dx), max(0, y0 - dy), min(image.width, x1 + dx), min(image.height, y1 + dy)))
+
+
+def _load_vlm(model: str):
+    from facial_r1 import models
+
+    net, processor = models.load(model)
+    return net, processor, models.read_prompt_settings(model)["prompt"]
+
+
+def _flush(vlm, pending: list, max_new_tokens: int) -> Iterator[dict]:
+    if not pending:
+        return
+    from facial_r1.models import generate
+    from facial_r1.prompts import analysis_prompt
+
+    net, processor, style = vlm
+    texts = generate(net, processor, [crop for _, crop in pending], [analysis_prompt(style=style)] * len(pending),
+                     max_new_tokens)
+    for (row, _), text in zip(pending, texts, strict=True):
+        a = parse_completion(text)
+        yield {**row, "aus": list(a.aus), "emotion": a.answer, "reasoning": text.strip()}
+    pending.clear()
