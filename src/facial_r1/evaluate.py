@@ -154,12 +154,9 @@ def main(model: str, data: str, image_folders: list[str], protocol: str, out: st
     if backend not in ("vlm", "landmarks") or (backend == "vlm" and not model):
         raise FacialR1Error(f"eval backend {backend!r} needs --model" if backend == "vlm" else
                             f"unknown eval backend {backend!r}; choose vlm or landmarks")
-    import torch
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    # One process, or one per GPU under `accelerate launch`: each takes a contiguous share.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = models.process_state()  # each process takes a contiguous share
     with state.split_between_processes(samples) as mine:
         if backend == "landmarks":
             from facial_r1 import landmarks

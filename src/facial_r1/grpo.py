@@ -51,7 +51,7 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
         raise FacialR1Error(f"{run.data_paths}: no usable samples for GRPO")
     prompt_style = run.prompt
     if prompt_style is None:
-        prompt_style = models.read_prompt_settings(run.model)["prompt"] if Path(run.model).is_dir() else "full"
+        prompt_style = models.read_prompt_settings(run.model)["prompt"]
     dataset = grpo_dataset(samples, prompt_style)
     check_reward_columns(run.rewards, dataset.column_names, ", ".join(map(str, run.data_paths)))
     log.info("GRPO on %d prompts, rewards %s with weights %s", len(dataset), run.rewards, weights)

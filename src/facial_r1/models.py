@@ -281,7 +281,16 @@ def write_prompt_settings(out: str | Path, prompt_style: str) -> None:
     (Path(out) / PROMPT_SETTINGS).write_text(json.dumps({"prompt": prompt_style}))
 
 
+def process_state():
+    """accelerate's view of this process: one, or one per GPU under `accelerate launch`
+    (torchrun processes on a CPU machine too). Work is split with `split_between_processes`."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def read_prompt_settings(path: str | Path) -> dict:
+    """The prompt a checkpoint was trained with; "full" for a hub name or a folder without one."""
     import json
 
     f = Path(path) / PROMPT_SETTINGS

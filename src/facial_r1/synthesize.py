@@ -117,11 +117,7 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
     todo = [s for s in samples if s["AUs"] is not None and s["labels"]]
     if not todo:
         raise FacialR1Error(f"{data}: no sample has both AUs and an emotion label to synthesize for")
-    import torch
-    from accelerate import PartialState
-
-    # One process, or one per GPU under `accelerate launch` (torchrun processes on CPU too).
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = models.process_state()
     done = read_logs(out)
     dedup = Dedup(settings.qc.dedup_threshold)
     for record in done.values():
@@ -135,7 +131,7 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
             net, processor = models.load(model)
             net.to(state.device)
             if prompt_style is None:
-                prompt_style = models.read_prompt_settings(model)["prompt"] if Path(model).is_dir() else "full"
+                prompt_style = models.read_prompt_settings(model)["prompt"]
             name = ".log.jsonl" if state.num_processes == 1 else f".log-rank{state.process_index}.jsonl"
             with open(out.with_suffix(name), "a", encoding="utf-8") as log_file:
                 for i in tqdm(range(0, len(mine), settings.batch_size), desc="synthesize", unit="batch",
