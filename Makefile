@@ -6,17 +6,23 @@ PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup test demo
+.PHONY: setup browser test demo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0   # the CPU build on this machine's disk; never pulls CUDA
-	$(PY) -m pip install -q -e '.[test,faces]'
+	$(PY) -m pip install -q -e '.[test,faces,serve]'
 	touch $@
 
-test: setup
+# the serve page's end-to-end test drives Debian's headless Chromium
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
+test: setup browser
 	$(PY) -m pytest -q -ra
 
 demo: setup

@@ -23,3 +23,12 @@ def synfacs_small(tmp_path_factory):
     out = tmp_path_factory.mktemp("synfacs")
     synth_faces(out, 60, seed=1, test_fraction=0.2, reasoning_fraction=0.5)
     return out
+
+
+@pytest.fixture(scope="session")
+def landmarks_server():
+    """`facial-r1 serve --backend landmarks` on a free loopback port; yields its URL."""
+    from facial_r1.serve import subprocess_server
+
+    with subprocess_server("--backend", "landmarks") as url:
+        yield url

@@ -1,3 +1,4 @@
+import io
 import json
 import os
 
@@ -6,7 +7,7 @@ from PIL import Image
 
 from facial_r1.data.schema import (ReadReport, load_image, read_jsonl, read_samples_with_images, resolve_image,
                                    to_dataset, write_jsonl)
-from facial_r1.errors import FacialR1Error
+from facial_r1.errors import FacialR1Error, ImageError
 
 
 def sample(i, **kw):
@@ -61,13 +62,32 @@ def test_image_paths_are_confined(tmp_path):
             resolve_image(bad, [root], "s7")
 
 
-def test_corrupt_and_huge_images(tmp_path):
-    (tmp_path / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(FacialR1Error, match="sample s1: cannot read image"):
-        load_image(tmp_path / "bad.png", "s1")
-    Image.new("L", (300, 300)).save(tmp_path / "big.png")
-    with pytest.raises(FacialR1Error, match="sample s2: .*300x300, over the 10000 pixel limit"):
-        load_image(tmp_path / "big.png", "s2", max_pixels=10_000)
+def _png(size=(300, 300), mode="L") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("data, kwargs, kind, message", [
+    # not an image at all
+    (b"not an image", {}, "not_image", "sample s1: image.*: cannot read image"),
+    # a PNG cut short: the header is fine, decoding fails
+    (_png()[:60], {}, "corrupt", "cannot read image"),
+    # over the pixel limit, refused on the header
+    (_png(), {"max_pixels": 10_000}, "too_large", "sample s1: .*300x300, over the 10000 pixel limit"),
+    # a real image in a format the caller does not accept
+    (_png(), {"formats": {"JPEG"}}, "format", "is PNG; accepted: JPEG"),
+])
+def test_bad_images_raise_with_their_kind(tmp_path, data, kwargs, kind, message):
+    (tmp_path / "x.png").write_bytes(data)
+    for source in (tmp_path / "x.png", data):  # a file and the same bytes
+        with pytest.raises(ImageError, match=message) as e:
+            load_image(source, "s1", **kwargs)
+        assert e.value.kind == kind
+
+
+def test_image_bytes_load_as_rgb():
+    assert load_image(_png((5, 4)), "s1", formats={"PNG"}).size == (5, 4)
 
 
 def test_read_with_images_skips_and_reports(tmp_path):

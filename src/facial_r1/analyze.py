@@ -29,34 +29,85 @@ CSV_FIELDS = ("file", "frame", "box", "aus", "emotion", "reasoning", "error")
 
 def analyze(paths: Iterable[str], backend: str = "landmarks", model: str | None = None, every: float = 1.0,
             batch_size: int = 8, landmarker: str | None = None, max_new_tokens: int = 160) -> Iterator[dict]:
-    """One dict per face found (or per input that failed), in input order."""
-    if backend not in ("landmarks", "vlm"):
-        raise FacialR1Error(f"unknown backend {backend!r}; choose landmarks or vlm")
-    if backend == "vlm" and not model:
-        raise FacialR1Error("the vlm backend needs --model CKPT")
-    vlm = _load_vlm(model) if backend == "vlm" else None
-    with LandmarkAnalyser(landmarker) as finder:
-        pending: list[tuple[dict, object]] = []  # (result without analysis, face crop) for the VLM
-        for item in _frames(paths, every):
-            if "error" in item:
-                yield from _flush(vlm, pending, max_new_tokens)
-                yield item
-                continue
-            image = item.pop("image")
-            faces = finder.analyse(image)
-            if not faces:
-                yield from _flush(vlm, pending, max_new_tokens)
-                yield {**item, "error": "no face found"}
-                continue
-            for face in faces:
-                row = {**item, "box": list(face.box)}
-                if vlm is None:
-                    yield {**row, "aus": list(face.aus), "emotion": face.emotion, "reasoning": face.reasoning}
+    """One dict per face found (or per input that failed), in input order; `batch_size` images a batch."""
+    with FaceAnalyser(backend, model, landmarker, max_new_tokens) as analyser:
+        for chunk in _chunks(_frames(paths, every), batch_size):
+            found = iter(analyser([item["image"] for item in chunk if "image" in item]))
+            for item in chunk:
+                if "error" in item:
+                    yield item
                 else:
-                    pending.append((row, _crop(image, face.box)))
-            if len(pending) >= batch_size:
-                yield from _flush(vlm, pending, max_new_tokens)
-        yield from _flush(vlm, pending, max_new_tokens)
+                    item.pop("image")
+                    yield from face_results(item, next(found))
+
+
+def face_results(item: dict, faces: list[dict]) -> list[dict]:
+    """The output objects for one image: its faces, each with the input's fields, or one error."""
+    return [{**item, **face} for face in faces] or [{**item, "error": "no face found"}]
+
+
+class FaceAnalyser:
+    """Finds the faces in a batch of images and analyses each; `analyser(images)` -> per image a
+    list of {'box', 'aus', 'emotion', 'reasoning'}. Used by `analyze` and by the server's worker."""
+
+    def __init__(self, backend: str = "landmarks", model: str | None = None, landmarker: str | None = None,
+                 max_new_tokens: int = 160):
+        if backend not in ("landmarks", "vlm"):
+            raise FacialR1Error(f"unknown backend {backend!r}; choose landmarks or vlm")
+        if backend == "vlm" and not model:
+            raise FacialR1Error("the vlm backend needs --model CKPT")
+        self.backend, self.model, self.max_new_tokens = backend, model, max_new_tokens
+        self.vlm = _load_vlm(model) if backend == "vlm" else None
+        self.finder = LandmarkAnalyser(landmarker)
+
+    def close(self) -> None:
+        self.finder.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __call__(self, images: list) -> list[list[dict]]:
+        results, crops = [], []  # crops: (the face's dict, its crop) for the VLM, one batch for all images
+        for image in images:
+            faces = []
+            for face in self.finder.analyse(image):
+                row = {"box": list(face.box)}
+                if self.vlm is None:
+                    row.update(aus=list(face.aus), emotion=face.emotion, reasoning=face.reasoning)
+                else:
+                    crops.append((row, _crop(image, face.box)))
+                faces.append(row)
+            results.append(faces)
+        if crops:
+            self._describe(crops)
+        return results
+
+    def _describe(self, crops: list) -> None:
+        from facial_r1.models import generate
+        from facial_r1.prompts import analysis_prompt
+
+        net, processor, style = self.vlm
+        texts = generate(net, processor, [crop for _, crop in crops], [analysis_prompt(style=style)] * len(crops),
+                         self.max_new_tokens)
+        for (row, _), text in zip(crops, texts, strict=True):
+            a = parse_completion(text)
+            row.update(aus=list(a.aus), emotion=a.answer, reasoning=text.strip())
+
+
+def _chunks(items: Iterable[dict], images_per_chunk: int) -> Iterator[list[dict]]:
+    """Consecutive items, cut after every `images_per_chunk` items that carry an image."""
+    chunk, images = [], 0
+    for item in items:
+        chunk.append(item)
+        images += "image" in item
+        if images >= images_per_chunk:
+            yield chunk
+            chunk, images = [], 0
+    if chunk:
+        yield chunk
 
 
 def _frames(paths: Iterable[str], every: float = 1.0) -> Iterator[dict]:
@@ -116,19 +167,5 @@ def _load_vlm(model: str):
     from facial_r1 import models
 
     net, processor = models.load(model)
+    net.to(models.process_state().device)  # the GPU when there is one
     return net, processor, models.read_prompt_settings(model)["prompt"]
-
-
-def _flush(vlm, pending: list, max_new_tokens: int) -> Iterator[dict]:
-    if not pending:
-        return
-    from facial_r1.models import generate
-    from facial_r1.prompts import analysis_prompt
-
-    net, processor, style = vlm
-    texts = generate(net, processor, [crop for _, crop in pending], [analysis_prompt(style=style)] * len(pending),
-                     max_new_tokens)
-    for (row, _), text in zip(pending, texts, strict=True):
-        a = parse_completion(text)
-        yield {**row, "aus": list(a.aus), "emotion": a.answer, "reasoning": text.strip()}
-    pending.clear()

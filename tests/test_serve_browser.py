@@ -1,0 +1,85 @@
+"""The page in a real headless Chromium (Debian's `chromium` + `chromium-driver`; `make test` installs
+them). Set FACIAL_R1_SCREENSHOT=path.png to keep the screenshot (the README's comes from here)."""
+
+import base64
+import json
+import os
+import shutil
+import urllib.request
+
+import matplotlib.cbook
+import pytest
+from PIL import Image
+
+PHOTO = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--window-size=1280,860"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):  # a failure, not a skip: `make test` installs both
+        pytest.fail("chromium and chromedriver are needed: apt-get install chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(options=options, service=Service(driver))
+    yield chrome
+    chrome.quit()
+
+
+def upload(browser, url, path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    status = browser.find_element(By.ID, "status")
+    WebDriverWait(browser, 120).until(lambda _: status.get_attribute("data-state") in ("done", "error"))
+    return status
+
+
+def api(url, path):
+    data = base64.b64encode(open(path, "rb").read()).decode()
+    body = json.dumps({"images": [{"name": os.path.basename(path), "data": data}]}).encode()
+    request = urllib.request.Request(url + "/v1/analyze", body, {"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request, timeout=120))["results"]
+
+
+def test_the_page_shows_what_the_api_answers(browser, landmarks_server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    status = upload(browser, landmarks_server, PHOTO)
+    assert status.get_attribute("data-state") == "done" and status.text == "1 face in grace_hopper.jpg."
+    shown = [{"emotion": card.get_attribute("data-emotion"),
+              "aus": [li.get_attribute("data-au") for li in card.find_elements(By.CSS_SELECTOR, ".au")],
+              "names": [li.text for li in card.find_elements(By.CSS_SELECTOR, ".au")],
+              "reasoning": card.find_element(By.CSS_SELECTOR, ".reasoning").text}
+             for card in browser.find_elements(By.CSS_SELECTOR, ".face")]
+    answer = api(landmarks_server, PHOTO)
+    assert [{"emotion": s["emotion"], "aus": s["aus"], "reasoning": s["reasoning"]} for s in shown] == \
+        [{"emotion": r["emotion"], "aus": r["aus"], "reasoning": r["reasoning"]} for r in answer]
+    assert shown[0]["aus"]  # the photo has at least one AU, each shown with its FACS name
+    facs = json.load(urllib.request.urlopen(landmarks_server + "/v1/facs"))
+    assert shown[0]["names"] == [f"{au} {facs[au]['name']}" for au in shown[0]["aus"]]
+    canvas = browser.find_element(By.ID, "view")  # the photo, drawn at full size with its box
+    assert (int(canvas.get_attribute("width")), int(canvas.get_attribute("height"))) == Image.open(PHOTO).size
+
+    shot = tmp_path / "page.png"
+    browser.save_screenshot(str(shot))
+    assert Image.open(shot).size[0] >= 1000
+    if os.environ.get("FACIAL_R1_SCREENSHOT"):
+        shutil.copy(shot, os.environ["FACIAL_R1_SCREENSHOT"])
+
+
+def test_the_page_shows_a_refusal(browser, landmarks_server, tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image")
+    status = upload(browser, landmarks_server, fake)
+    assert status.get_attribute("data-state") == "error"
+    assert status.text.startswith("Refused (415): sample notes.png: image: cannot read image")
