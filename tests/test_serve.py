@@ -56,7 +56,8 @@ BOMB = encoded((8000, 8000), mode="1")  # 64 Mpixel declared in a few KB of PNG
 
 @pytest.mark.parametrize("kwargs, status, detail", [
     # not an image at all
-    ({"files": {"image": ("notes.jpg", b"just text", "image/jpeg")}}, 415, "sample notes.jpg: image: cannot read image"),
+    ({"files": {"image": ("notes.jpg", b"just text", "image/jpeg")}}, 415,
+     "sample notes.jpg: image: cannot read image: not a format PIL knows"),
     # a JPEG cut short: the header reads, the pixels do not
     ({"files": {"image": ("cut.jpg", PHOTO_BYTES[:2000], "image/jpeg")}}, 422, "cannot read image"),
     # a decompression bomb: refused on its header, nothing decoded
@@ -68,11 +69,14 @@ BOMB = encoded((8000, 8000), mode="1")  # 64 Mpixel declared in a few KB of PNG
     # a text field where the file should be
     ({"data": {"image": "/etc/passwd"}, "files": {"other": ("x", b"x")}}, 422, "files in the field `image`"),
     # a client naming a file on the server: the field is refused, never opened
-    ({"json": {"images": [{"name": "x", "path": "/etc/passwd"}]}}, 422, "Extra inputs are not permitted"),
+    ({"json": {"images": [{"name": "x", "path": "/etc/passwd"}]}}, 422,
+     "bad JSON body: images.0.data: Field required; images.0.path: Extra inputs are not permitted"),
+    # not JSON at all
+    ({"content": b"{oops", "headers": {"content-type": "application/json"}}, 422, "bad JSON body: body: Invalid JSON"),
     # base64 that is not
     ({"json": {"images": [{"name": "x.png", "data": "%%%not base64"}]}}, 400, "sample x.png: `data` is not valid base64"),
     # an empty list of images
-    ({"json": {"images": []}}, 422, "bad JSON body"),
+    ({"json": {"images": []}}, 422, "bad JSON body: images: List should have at least 1 item"),
     # neither multipart nor JSON
     ({"content": b"raw", "headers": {"content-type": "image/jpeg"}}, 415, "send multipart/form-data or application/json"),
     # over the body limit by Content-Length: refused before the body is read

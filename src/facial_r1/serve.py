@@ -57,7 +57,7 @@ def create_app(analyser: FaceAnalyser, limits: Limits | None = None):
     """The ASGI app. The worker thread starts and stops with the app's lifespan."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, JSONResponse
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError
     from starlette.concurrency import run_in_threadpool
 
     limits = limits or Limits()
@@ -147,8 +147,9 @@ def create_app(analyser: FaceAnalyser, limits: Limits | None = None):
         if kind == "application/json":
             try:
                 body = AnalyzeJSON.model_validate_json(await request.body())
-            except ValueError as e:
-                raise HTTPException(422, f"bad JSON body: {e}") from None
+            except ValidationError as e:
+                where = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors())
+                raise HTTPException(422, f"bad JSON body: {where}") from None
             return [(im.name, _b64(im.name, im.data)) for im in body.images]
         raise HTTPException(415, f"send multipart/form-data or application/json, not {kind or 'no content type'}")
 

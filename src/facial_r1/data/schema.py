@@ -184,8 +184,8 @@ def load_image(source: str | Path | bytes, sample_id: str = "?", max_pixels: int
             return im.convert("RGB")
     except ImageError:
         raise
-    except Image.UnidentifiedImageError as e:
-        raise ImageError(f"{where}: cannot read image: {e}", "not_image") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{where}: cannot read image: not a format PIL knows", "not_image") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{where}: cannot read image: {e}", "too_large") from None
     except (OSError, ValueError, SyntaxError) as e:
