@@ -18,9 +18,22 @@ def test_report_table_and_plot(tmp_path):
     assert "| **total** | **12** |" in (tmp_path / "report.md").read_text()
 
 
-def test_unknown_key_is_an_error():
-    with pytest.raises(FacialR1Error, match=r"unknown key\(s\) \['roundz'\]"):
-        pipeline.main("configs/pipeline/tiny-cpu.yaml", {"roundz": 2})
+@pytest.mark.parametrize("overrides, message", [
+    ({"roundz": 2}, r"unknown key\(s\) \['roundz'\]"),  # a typo at the top level
+    ({"synthesis": {"atempts": 2}}, r"synthesis: .*unexpected keyword argument 'atempts'"),  # caught before SFT
+    ({"synthesis": {"qc": {"au_f1": 0.5}}}, r"synthesis: .*unexpected keyword argument 'au_f1'"),
+    ({"synthesis": {"engine": "sglang"}}, "unknown engine 'sglang'"),
+])
+def test_bad_settings_fail_before_any_stage(tmp_path, overrides, message):
+    with pytest.raises(FacialR1Error, match=message):
+        pipeline.main("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path / "run"), **overrides})
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("path", ["configs/pipeline/tiny-cpu.yaml", "configs/pipeline/qwen2.5-vl-7b.yaml"])
+def test_shipped_pipeline_configs_parse(path):
+    p, settings = pipeline.read_pipeline(path, {})
+    assert p.rounds >= 1 and settings.attempts >= 1 and settings.engine in ("auto", "hf")
 
 
 def test_pipeline_runs_end_to_end_at_reduced_size(tmp_path):

@@ -2,6 +2,8 @@ import base64
 import io
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -212,3 +214,9 @@ def test_vlm_backend_serves_the_checkpoint(tiny_model):
         assert c.get("/healthz").json()["backend"] == "vlm"
         results = c.post("/v1/analyze", files={"image": ("p.jpg", PHOTO_BYTES, "image/jpeg")}).json()["results"]
     assert len(results) == 1 and len(results[0]["box"]) == 4 and isinstance(results[0]["reasoning"], str)
+
+
+def test_cli_refuses_a_missing_checkpoint_before_serving():
+    done = subprocess.run([sys.executable, "-m", "facial_r1.cli", "serve", "--model", "/no/such/ckpt"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "error: model path /no/such/ckpt does not exist" in done.stderr

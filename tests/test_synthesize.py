@@ -8,6 +8,7 @@ import time
 import pytest
 
 from facial_r1 import synthesize
+from facial_r1.errors import FacialR1Error
 from facial_r1.synthesize import Dedup, QualityControl, check
 
 SAD = {"id": "s1", "AUs": ["AU1", "AU4", "AU15"], "labels": ["Sadness"]}
@@ -137,3 +138,32 @@ def test_two_processes_share_the_work(tiny_model, synfacs_small, tmp_path):
     shares = [len(out.with_suffix(f".log-rank{r}.jsonl").read_text().splitlines()) for r in (0, 1)]
     assert shares == [24, 24]
     assert json.loads(out.with_suffix(".report.json").read_text())["finished"] == 48
+
+
+@pytest.mark.parametrize("requested, processes, vllm_installed, cuda, expected", [
+    ("auto", 1, True, True, "vllm"),  # installed, on a GPU, one process: vLLM
+    ("auto", 1, True, False, "hf"),  # no GPU
+    ("auto", 1, False, True, "hf"),  # not installed
+    ("auto", 4, True, True, "hf"),  # accelerate launch: HF, one process per GPU
+    ("hf", 1, True, True, "hf"),  # asked for
+    ("vllm", 1, True, True, "vllm"),
+    ("vllm", 1, False, True, "vLLM is not installed"),
+    ("vllm", 1, True, False, "needs a CUDA GPU"),
+    ("vllm", 2, True, True, "runs in one process"),
+    ("sglang", 1, True, True, "unknown engine 'sglang'"),
+])
+def test_engine_choice(requested, processes, vllm_installed, cuda, expected):
+    from facial_r1.models import resolve_engine
+
+    if expected in ("hf", "vllm"):
+        assert resolve_engine(requested, processes, vllm_installed, cuda) == expected
+    else:
+        with pytest.raises(FacialR1Error, match=expected):
+            resolve_engine(requested, processes, vllm_installed, cuda)
+
+
+def test_asking_for_vllm_here_fails_before_any_work(tiny_model, synfacs_small, tmp_path):
+    with pytest.raises(FacialR1Error, match="engine vllm"):
+        synthesize.main(str(tiny_model), str(synfacs_small / "train.jsonl"), [synfacs_small], str(tmp_path / "o.jsonl"),
+                        synthesize.Synthesis(engine="vllm"))
+    assert not list(tmp_path.iterdir())  # nothing written

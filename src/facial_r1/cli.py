@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--temperature", type=float, default=0.8, help="for retries (the first attempt is greedy)")
     y.add_argument("--au-f1-min", type=float, default=1.0, help="1.0 = cited AUs must equal the true AUs")
     y.add_argument("--dedup-threshold", type=float, default=0.9)
+    y.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
+                   help="auto: vLLM's offline engine when installed and on a GPU, else HF generate")
+    y.add_argument("--vllm-args", type=json_object, default={},
+                   help='JSON keyword arguments for vllm.LLM, e.g. \'{"tensor_parallel_size": 2}\'')
 
     a = sub.add_parser("analyze", help="faces in images, folders and videos -> JSON per face (or CSV)")
     a.add_argument("paths", nargs="+", metavar="PATH")
@@ -110,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-body-mb", type=float, default=16.0, help="request body limit")
     w.add_argument("--max-pixels", type=int, default=40_000_000, help="per-image pixel limit")
     return p
+
+
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("a JSON object is needed, such as {\"tensor_parallel_size\": 2}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +168,8 @@ def run(args, extra: list[str]) -> int:
         from facial_r1.data.schema import parse_folders
 
         qc = synthesize.QualityControl(au_f1_min=args.au_f1_min, dedup_threshold=args.dedup_threshold)
-        settings = synthesize.Synthesis(args.attempts, args.batch_size, args.max_new_tokens, args.temperature, qc)
+        settings = synthesize.Synthesis(args.attempts, args.batch_size, args.max_new_tokens, args.temperature, qc,
+                                        args.engine, args.vllm_args)
         report = synthesize.main(args.model, args.data, parse_folders(args.image_folders), args.out, settings)
         print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
         return 0 if report["kept"] else 1

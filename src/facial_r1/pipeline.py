@@ -51,13 +51,25 @@ class Pipeline:
     eval_max_new_tokens: int = 128
 
 
-def main(config: str, overrides: dict) -> Path:
+def read_pipeline(config: str, overrides: dict) -> tuple[Pipeline, synthesize.Synthesis]:
+    """The pipeline's settings and its synthesis settings, all checked before any stage runs."""
     raw = {**read_yaml(config), **overrides}
     known = set(Pipeline.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
     if unknown:
         raise FacialR1Error(f"{config}: unknown key(s) {unknown}; pipeline keys are {sorted(known)}")
     p = Pipeline(**raw)
+    try:
+        qc = synthesize.QualityControl(**p.synthesis.get("qc", {}))
+        settings = synthesize.Synthesis(**{k: v for k, v in p.synthesis.items() if k != "qc"}, qc=qc)
+    except TypeError as e:
+        raise FacialR1Error(f"{config}: synthesis: {e}") from None
+    models.resolve_engine(settings.engine, cuda=True, vllm_installed=True)  # a known engine name
+    return p, settings
+
+
+def main(config: str, overrides: dict) -> Path:
+    p, settings = read_pipeline(config, overrides)
     run = Path(p.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     log.info("pipeline %s -> %s\n%s", config, run, json.dumps(asdict(p), indent=2))
@@ -76,8 +88,6 @@ def main(config: str, overrides: dict) -> Path:
                                           "output_dir": str(run / "grpo"), **p.grpo})
     rows.append(_evaluate(p, "+ GRPO (labelled pool)", model, test, folders, run, timings))
 
-    qc = synthesize.QualityControl(**p.synthesis.get("qc", {}))
-    settings = synthesize.Synthesis(**{k: v for k, v in p.synthesis.items() if k != "qc"}, qc=qc)
     for k in range(1, p.rounds + 1):
         rdir = run / f"round{k}"
         with _timed(timings, f"round{k} synthesize"):

@@ -9,7 +9,9 @@ analysis is kept only if it passes quality control (`check`). Progress is append
 same arguments continues where it stopped; at the end the kept rows are written to OUT
 atomically, with a report of counts per rejection reason in `OUT.report.json`.
 Under `accelerate launch` each process (GPU) takes a contiguous share and its own log
-`OUT.log-rankN.jsonl`; the main process merges them.
+`OUT.log-rankN.jsonl`; the main process merges them. With `engine: vllm` (or auto, when vLLM is
+installed and a GPU is there) one process generates with vLLM's offline engine instead of HF
+`generate`; `vllm_args` go to `vllm.LLM` (tensor_parallel_size for several GPUs).
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ class Synthesis:
     max_new_tokens: int = 160
     temperature: float = 0.8  # retries sample; the first attempt is greedy
     qc: QualityControl = field(default_factory=QualityControl)
+    engine: str = "auto"  # hf | vllm | auto (vLLM when installed, on a GPU, in one process)
+    vllm_args: dict = field(default_factory=dict)  # to vllm.LLM: tensor_parallel_size, gpu_memory_utilization, ...
 
 
 def main(model: str, data: str, image_folders: Sequence[str], out: str, settings: Synthesis | None = None,
@@ -126,17 +130,18 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
     pending = [s for s in todo if s["id"] not in done]
     log.info("synthesize: %d samples, %d done before, %d to go", len(todo), len(todo) - len(pending), len(pending))
 
+    engine = models.resolve_engine(settings.engine, state.num_processes)
+    log.info("synthesize: generating with %s", "vLLM's offline engine" if engine == "vllm" else "HF generate")
     with state.split_between_processes(pending) as mine:  # contiguous shares, one per process
         if mine:
-            net, processor = models.load(model)
-            net.to(state.device)
+            generate = _generator(model, engine, settings.vllm_args, state.device)
             if prompt_style is None:
                 prompt_style = models.read_prompt_settings(model)["prompt"]
             name = ".log.jsonl" if state.num_processes == 1 else f".log-rank{state.process_index}.jsonl"
             with open(out.with_suffix(name), "a", encoding="utf-8") as log_file:
                 for i in tqdm(range(0, len(mine), settings.batch_size), desc="synthesize", unit="batch",
                               disable=not state.is_main_process):
-                    records = synthesize_batch(net, processor, mine[i:i + settings.batch_size], settings, dedup,
+                    records = synthesize_batch(generate, mine[i:i + settings.batch_size], settings, dedup,
                                                prompt_style, model)
                     log_file.write("".join(json.dumps(r) + "\n" for r in records))
                     log_file.flush()
@@ -148,11 +153,22 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
     return json.loads(out.with_suffix(".report.json").read_text())
 
 
-def synthesize_batch(net, processor, batch: list[dict], settings: Synthesis, dedup: Dedup, prompt_style: str,
-                     model_name: str) -> list[dict]:
-    """All attempts for one batch; returns one log record per sample."""
-    from facial_r1.models import generate
+def _generator(model: str, engine: str, vllm_args: dict, device):
+    """fn(images, prompts, max_new_tokens, do_sample, temperature) -> texts, on HF or vLLM."""
+    from functools import partial
 
+    from facial_r1 import models
+
+    if engine == "vllm":
+        return models.vllm_generator(model, models.load_processor(model), vllm_args)
+    net, processor = models.load(model)
+    net.to(device)
+    return partial(models.generate, net, processor)
+
+
+def synthesize_batch(generate, batch: list[dict], settings: Synthesis, dedup: Dedup, prompt_style: str,
+                     model_name: str) -> list[dict]:
+    """All attempts for one batch; returns one log record per sample. `generate`: see `_generator`."""
     images, records, faults = {}, {}, {}
     for s in batch:
         try:
@@ -165,7 +181,7 @@ def synthesize_batch(net, processor, batch: list[dict], settings: Synthesis, ded
             break
         prompts = [guided_prompt(s["question"], s["AUs"], s["labels"][0], list(faults.get(s["id"], {}).values()),
                                  prompt_style) for s in open_]
-        texts = generate(net, processor, [images[s["id"]] for s in open_], prompts, settings.max_new_tokens,
+        texts = generate([images[s["id"]] for s in open_], prompts, settings.max_new_tokens,
                          do_sample=attempt > 1, temperature=settings.temperature)
         for s, text in zip(open_, texts, strict=True):
             found = check(text, s, settings.qc, dedup)
