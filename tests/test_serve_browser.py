@@ -51,29 +51,45 @@ def api(url, path):
     return json.load(urllib.request.urlopen(request, timeout=120))["results"]
 
 
-def test_the_page_shows_what_the_api_answers(browser, landmarks_server, tmp_path):
+def two_faces(tmp_path):
+    """The photo beside its mirror image: two faces, to check one card and one box per face."""
+    from PIL import ImageOps
+
+    photo = Image.open(PHOTO).convert("RGB")
+    both = Image.new("RGB", (photo.width * 2, photo.height))
+    both.paste(photo, (0, 0))
+    both.paste(ImageOps.mirror(photo), (photo.width, 0))
+    both.save(tmp_path / "two_faces.jpg")
+    return tmp_path / "two_faces.jpg"
+
+
+@pytest.mark.parametrize("faces", [1, 2])
+def test_the_page_shows_what_the_api_answers(browser, landmarks_server, tmp_path, faces):
     from selenium.webdriver.common.by import By
 
-    status = upload(browser, landmarks_server, PHOTO)
-    assert status.get_attribute("data-state") == "done" and status.text == "1 face in grace_hopper.jpg."
+    path = PHOTO if faces == 1 else two_faces(tmp_path)
+    status = upload(browser, landmarks_server, path)
+    noun = "face" if faces == 1 else "faces"
+    assert status.get_attribute("data-state") == "done" and status.text == f"{faces} {noun} in {os.path.basename(path)}."
     shown = [{"emotion": card.get_attribute("data-emotion"),
               "aus": [li.get_attribute("data-au") for li in card.find_elements(By.CSS_SELECTOR, ".au")],
               "names": [li.text for li in card.find_elements(By.CSS_SELECTOR, ".au")],
               "reasoning": card.find_element(By.CSS_SELECTOR, ".reasoning").text}
              for card in browser.find_elements(By.CSS_SELECTOR, ".face")]
-    answer = api(landmarks_server, PHOTO)
+    answer = api(landmarks_server, path)
+    assert len(answer) == faces
     assert [{"emotion": s["emotion"], "aus": s["aus"], "reasoning": s["reasoning"]} for s in shown] == \
         [{"emotion": r["emotion"], "aus": r["aus"], "reasoning": r["reasoning"]} for r in answer]
-    assert shown[0]["aus"]  # the photo has at least one AU, each shown with its FACS name
     facs = json.load(urllib.request.urlopen(landmarks_server + "/v1/facs"))
-    assert shown[0]["names"] == [f"{au} {facs[au]['name']}" for au in shown[0]["aus"]]
-    canvas = browser.find_element(By.ID, "view")  # the photo, drawn at full size with its box
-    assert (int(canvas.get_attribute("width")), int(canvas.get_attribute("height"))) == Image.open(PHOTO).size
+    for s in shown:  # every face has at least one AU, each shown with its FACS name
+        assert s["aus"] and s["names"] == [f"{au} {facs[au]['name']}" for au in s["aus"]]
+    canvas = browser.find_element(By.ID, "view")  # the image, drawn at full size with the boxes
+    assert (int(canvas.get_attribute("width")), int(canvas.get_attribute("height"))) == Image.open(path).size
 
     shot = tmp_path / "page.png"
     browser.save_screenshot(str(shot))
     assert Image.open(shot).size[0] >= 1000
-    if os.environ.get("FACIAL_R1_SCREENSHOT"):
+    if faces == 1 and os.environ.get("FACIAL_R1_SCREENSHOT"):
         shutil.copy(shot, os.environ["FACIAL_R1_SCREENSHOT"])
 
 

@@ -185,7 +185,7 @@ def save_processor(processor, out) -> list[str]:
 
 def load(
     model: str,
-    dtype: str = "float32",
+    dtype: str = "auto",
     attn_implementation: str | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
@@ -196,7 +196,11 @@ def load(
 
     A local path never touches the hub. `lora` is a dict of `peft.LoraConfig` fields; by
     default it targets the language model's linear layers only (the vision tower is excluded).
+    dtype "auto" (inference: analyze, eval, synthesis, serve) is bfloat16 where a CUDA GPU
+    supports it, else float32; training stages pass their config's dtype.
     """
+    if dtype == "auto":
+        dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
     from transformers import AutoModelForImageTextToText
 
     local = Path(model)
