@@ -86,6 +86,14 @@ def test_bad_images_raise_with_their_kind(tmp_path, data, kwargs, kind, message)
         assert e.value.kind == kind
 
 
+def test_exif_rotation_is_applied():
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    Image.new("RGB", (40, 20), "red").save(buf, format="JPEG", exif=exif)
+    assert load_image(buf.getvalue(), "s1").size == (20, 40)
+
+
 def test_image_bytes_load_as_rgb():
     assert load_image(_png((5, 4)), "s1", formats={"PNG"}).size == (5, 4)
 

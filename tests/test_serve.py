@@ -220,3 +220,16 @@ def test_cli_refuses_a_missing_checkpoint_before_serving():
     done = subprocess.run([sys.executable, "-m", "facial_r1.cli", "serve", "--model", "/no/such/ckpt"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "error: model path /no/such/ckpt does not exist" in done.stderr
+
+
+def test_a_stopped_worker_shows_in_health_and_answers_503():
+    def analyser(images):
+        return [[] for _ in images]
+
+    analyser.backend, analyser.model = "test", None
+    with TestClient(create_app(analyser)) as c:
+        c.app.state.worker.stop()
+        health = c.get("/healthz")
+        refused = c.post("/v1/analyze", files={"image": ("x.png", encoded(), "image/png")})
+    assert health.status_code == 503 and health.json()["status"] == "worker stopped"
+    assert refused.status_code == 503 and refused.json()["detail"] == "the model worker has stopped"

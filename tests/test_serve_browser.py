@@ -63,11 +63,19 @@ def two_faces(tmp_path):
     return tmp_path / "two_faces.jpg"
 
 
-@pytest.mark.parametrize("faces", [1, 2])
-def test_the_page_shows_what_the_api_answers(browser, landmarks_server, tmp_path, faces):
+def sideways(tmp_path):
+    """The photo stored rotated, with the EXIF orientation that turns it upright for viewing."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    Image.open(PHOTO).convert("RGB").rotate(90, expand=True).save(tmp_path / "sideways.jpg", exif=exif)
+    return tmp_path / "sideways.jpg"
+
+
+@pytest.mark.parametrize("image, faces", [("photo", 1), ("two_faces", 2), ("sideways", 1)])
+def test_the_page_shows_what_the_api_answers(browser, landmarks_server, tmp_path, image, faces):
     from selenium.webdriver.common.by import By
 
-    path = PHOTO if faces == 1 else two_faces(tmp_path)
+    path = {"photo": lambda _: PHOTO, "two_faces": two_faces, "sideways": sideways}[image](tmp_path)
     status = upload(browser, landmarks_server, path)
     noun = "face" if faces == 1 else "faces"
     assert status.get_attribute("data-state") == "done" and status.text == f"{faces} {noun} in {os.path.basename(path)}."
@@ -83,13 +91,16 @@ def test_the_page_shows_what_the_api_answers(browser, landmarks_server, tmp_path
     facs = json.load(urllib.request.urlopen(landmarks_server + "/v1/facs"))
     for s in shown:  # every face has at least one AU, each shown with its FACS name
         assert s["aus"] and s["names"] == [f"{au} {facs[au]['name']}" for au in s["aus"]]
-    canvas = browser.find_element(By.ID, "view")  # the image, drawn at full size with the boxes
-    assert (int(canvas.get_attribute("width")), int(canvas.get_attribute("height"))) == Image.open(path).size
+    canvas = browser.find_element(By.ID, "view")  # the image, upright at full size, with the boxes
+    upright = Image.open(PHOTO).size if image == "sideways" else Image.open(path).size
+    if image == "sideways":  # the face is found where it is in the upright photo (JPEG re-encoding: +-3 px)
+        assert all(abs(a - b) <= 3 for a, b in zip(answer[0]["box"], api(landmarks_server, PHOTO)[0]["box"]))
+    assert (int(canvas.get_attribute("width")), int(canvas.get_attribute("height"))) == upright
 
     shot = tmp_path / "page.png"
     browser.save_screenshot(str(shot))
     assert Image.open(shot).size[0] >= 1000
-    if faces == 1 and os.environ.get("FACIAL_R1_SCREENSHOT"):
+    if image == "photo" and os.environ.get("FACIAL_R1_SCREENSHOT"):
         shutil.copy(shot, os.environ["FACIAL_R1_SCREENSHOT"])
 
 

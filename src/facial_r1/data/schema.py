@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from facial_r1.errors import FacialR1Error, ImageError
 from facial_r1.facs import normalize_au, normalize_emotion, sort_aus
@@ -171,7 +171,8 @@ def load_image(source: str | Path | bytes, sample_id: str = "?", max_pixels: int
     """Open an image file (or the bytes of one) as RGB. Unreadable, corrupt or oversized images, and
     formats outside `formats` (PIL names such as "JPEG") when given, raise ImageError with the sample id.
 
-    The pixel limit is checked on the header, before any pixel is decoded.
+    The pixel limit is checked on the header, before any pixel is decoded. An EXIF orientation is
+    applied, so the image is upright as a viewer (and the serve page) shows it.
     """
     where = f"sample {sample_id}: image" + ("" if isinstance(source, bytes) else f" {source}")
     try:
@@ -181,7 +182,8 @@ def load_image(source: str | Path | bytes, sample_id: str = "?", max_pixels: int
             if im.width * im.height > max_pixels:
                 raise ImageError(f"{where} is {im.width}x{im.height}, over the {max_pixels} pixel limit", "too_large")
             im.load()
-            return im.convert("RGB")
+            # Upright as viewers see it: phone photos store their rotation in EXIF.
+            return ImageOps.exif_transpose(im).convert("RGB")
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
