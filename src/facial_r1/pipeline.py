@@ -64,7 +64,6 @@ def read_pipeline(config: str, overrides: dict) -> tuple[Pipeline, synthesize.Sy
         settings = synthesize.Synthesis(**{k: v for k, v in p.synthesis.items() if k != "qc"}, qc=qc)
     except TypeError as e:
         raise FacialR1Error(f"{config}: synthesis: {e}") from None
-    models.resolve_engine(settings.engine, cuda=True, vllm_installed=True)  # a known engine name
     return p, settings
 
 

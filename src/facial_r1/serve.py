@@ -219,7 +219,10 @@ class Worker:
         while (batch := self._next_batch()) is not None:
             try:
                 found = self.analyser([image for image, _ in batch])
-            except Exception:  # one image's failure must not fail the others: retry them one by one
+            except Exception as e:  # one image's failure must not fail the others: retry them one by one
+                if len(batch) == 1:
+                    self._fail(batch[0][1], e)
+                    continue
                 log.exception("a batch of %d images failed; analysing them one at a time", len(batch))
                 for item in batch:
                     self._run_one(*item)
@@ -231,9 +234,14 @@ class Worker:
     def _run_one(self, image, future: Future) -> None:
         try:
             future.set_result(self.analyser([image])[0])
-        except Exception as e:  # this request gets a 500 naming the error; the server goes on
-            log.exception("analysis of an image failed")
-            future.set_exception(FacialR1Error(f"analysis failed: {type(e).__name__}: {e}"))
+        except Exception as e:
+            self._fail(future, e)
+
+    @staticmethod
+    def _fail(future: Future, e: Exception) -> None:
+        """This request gets a 500 naming the error; the server goes on."""
+        log.error("analysis of an image failed: %s: %s", type(e).__name__, e, exc_info=e)
+        future.set_exception(FacialR1Error(f"analysis failed: {type(e).__name__}: {e}"))
 
     def _next_batch(self) -> list | None:
         """Block for one queued image, then take more for up to `batch_wait` seconds; None: stop."""

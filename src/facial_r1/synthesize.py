@@ -104,6 +104,11 @@ class Synthesis:
     engine: str = "auto"  # hf | vllm | auto (vLLM when installed, on a GPU, in one process)
     vllm_args: dict = field(default_factory=dict)  # to vllm.LLM: tensor_parallel_size, gpu_memory_utilization, ...
 
+    def __post_init__(self):
+        from facial_r1.models import check_engine
+
+        check_engine(self.engine)  # a typo fails when the settings are read, not after training
+
 
 def main(model: str, data: str, image_folders: Sequence[str], out: str, settings: Synthesis | None = None,
          prompt_style: str | None = None) -> dict:
