@@ -33,7 +33,7 @@ def main(geometry: str, steps: int, overrides: dict) -> None:
         out = grpo.main("configs/grpo/tiny-cpu.yaml", {
             "model": str(model), "data_paths": [str(data / "train.jsonl")], "image_folders": [str(data)],
             "output_dir": str(d / "grpo"), "max_steps": steps, "logging_steps": 1, "save_strategy": "no",
-            "max_train_minutes": None, "use_cpu": not gpu, "bf16": gpu,
+            "use_cpu": not gpu, "bf16": gpu,
             "dtype": "bfloat16" if gpu else "float32", "prompt": "question", **overrides})
         logs = [x for x in json.loads((out / "trainer_state.json").read_text())["log_history"] if "step_time" in x]
     logs = logs[1:] if len(logs) > 2 else logs  # the first step carries warm-up costs

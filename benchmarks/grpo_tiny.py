@@ -1,7 +1,7 @@
 """Tiny GRPO on SynFACS: where a step's time goes, and whether GRPO beats its SFT start.
 
     OMP_NUM_THREADS=1 python benchmarks/grpo_tiny.py --sft runs/tiny-cpu/sft --data runs/tiny-cpu/synfacs \
-        [--minutes 4] [--key value ...]      # extra pairs override configs/grpo/tiny-cpu.yaml
+        [--steps 100] [--key value ...]      # extra pairs override configs/grpo/tiny-cpu.yaml
 
 Reports (1) the step time split into generation, prompt preparation (collation), reward +
 parsing, and the rest (log-prob + update), from the trainer's own per-step timers; (2) the
@@ -30,13 +30,13 @@ def held_out(model: str, data: Path) -> dict:
     return {"reward": reward, "au_f1": m["au_f1"], "accuracy": m["accuracy"], "format": m["format_rate"]}
 
 
-def main(sft: str, data: str, minutes: float, out: str, overrides: dict) -> None:
+def main(sft: str, data: str, steps: int, out: str, overrides: dict) -> None:
     data = Path(data)
     before = held_out(sft, data)
     pool = data / "pool.jsonl" if (data / "pool.jsonl").is_file() else data / "train.jsonl"
     result = grpo.main("configs/grpo/tiny-cpu.yaml", {"model": sft, "data_paths": [str(pool)],
                                                        "image_folders": [str(data)], "output_dir": out,
-                                                       "max_train_minutes": minutes, "save_strategy": "no",
+                                                       "max_steps": steps, "save_strategy": "no",
                                                        "logging_steps": 1, **overrides})
     logs = [x for x in json.loads((result / "trainer_state.json").read_text())["log_history"] if "step_time" in x]
     after = held_out(str(result), data)
@@ -61,7 +61,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--sft", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--minutes", type=float, default=4)
+    p.add_argument("--steps", type=int, default=100)
     p.add_argument("--out", default="runs/bench-grpo")
     args, extra = p.parse_known_args()
-    main(args.sft, args.data, args.minutes, args.out, parse_overrides(extra))
+    main(args.sft, args.data, args.steps, args.out, parse_overrides(extra))

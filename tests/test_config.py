@@ -19,9 +19,9 @@ def test_parse_overrides(args, expected):
 
 def test_split_between_project_and_trl(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("model: m\nlearning_rate: 0.01\noutput_dir: out\nvision_warmup_seconds: 5\n")
+    f.write_text("model: m\nlearning_rate: 0.01\noutput_dir: out\nvision_warmup_steps: 5\n")
     run, args = load_stage_config(f, {"max_steps": 3, "use_cpu": True}, SFTRun, SFTConfig)
-    assert (run.model, run.vision_warmup_seconds) == ("m", 5)
+    assert (run.model, run.vision_warmup_steps) == ("m", 5)
     assert (args.learning_rate, args.max_steps, args.output_dir) == (0.01, 3, "out")
 
 

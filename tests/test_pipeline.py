@@ -1,21 +1,32 @@
 import json
+import re
 
 import pytest
 
-from facial_r1 import pipeline
+from facial_r1 import pipeline, synthesize
+from facial_r1.data.schema import read_jsonl
 from facial_r1.errors import FacialR1Error
 
 
-def test_report_table_and_plot(tmp_path):
-    rows = [{"stage": "SFT (seed set)", "au_f1": 0.5, "accuracy": 0.25, "rouge_l": 0.4, "rege": 32.5,
-             "format_rate": 1.0},
-            {"stage": "+ GRPO", "au_f1": None, "accuracy": 0.3, "rouge_l": None, "rege": None, "format_rate": 0.9}]
-    table = pipeline.report_table(rows)
-    assert "| SFT (seed set) | 50.0 | 25.0 | 40.0 | 32.5 | 100.0 |" in table
-    assert "| + GRPO | - | 30.0 | - | - | 90.0 |" in table
-    pipeline.write_report(tmp_path, rows, {"sft": 10.0}, 12.0)
+def test_report_tables_and_plot(tmp_path):
+    rows = [{"stage": "SFT", "au_f1": [0.5, 0.45, 0.55], "accuracy": [0.25, 0.2, 0.3], "rouge_l": [0.4, 0.38, 0.42],
+             "format_rate": [1.0, 1.0, 1.0]},
+            {"stage": "+ GRPO", "au_f1": [0.6, 0.55, 0.65], "accuracy": [0.3, 0.25, 0.35],
+             "rouge_l": [0.4, 0.38, 0.42], "format_rate": [0.9, 0.85, 0.95]},
+            {"stage": "round 1: nothing kept, stopped"}]
+    diffs = [{"stage": "+ GRPO", "vs": "SFT", "au_f1": [0.1, 0.02, 0.18], "accuracy": [0.05, -0.01, 0.1],
+              "rouge_l": [0.0, 0.0, 0.0], "format_rate": [-0.1, -0.15, -0.05]}]
+    result = {"rows": rows, "diffs": diffs, "n_faces": 600, "bootstrap": 1000}
+    table = pipeline.report_table(result)
+    assert "| SFT | 50.0 [45.0, 55.0] | 25.0 [20.0, 30.0] | 40.0 [38.0, 42.0] | 100.0 [100.0, 100.0] |" in table
+    assert "| round 1: nothing kept, stopped | - | - | - | - |" in table
+    assert "| + GRPO | SFT | +10.0 [+2.0, +18.0] | +5.0 [-1.0, +10.0] |" in pipeline.diff_table(result)
+    seen = [("SFT", "300 seed faces", "reasoning")]
+    pipeline.write_report(tmp_path, result, seen, {"sft": 10.0}, 12.0, 250.0)
     assert (tmp_path / "metrics.png").stat().st_size > 1000
-    assert "| **total** | **12** |" in (tmp_path / "report.md").read_text()
+    text = (tmp_path / "report.md").read_text()
+    assert "| **total** | **12** |" in text and "| SFT | 300 seed faces | reasoning |" in text
+    assert "renders 250 SynFACS faces/s" in text
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -23,6 +34,17 @@ def test_report_table_and_plot(tmp_path):
     ({"synthesis": {"atempts": 2}}, r"synthesis: .*unexpected keyword argument 'atempts'"),  # caught before SFT
     ({"synthesis": {"qc": {"au_f1": 0.5}}}, r"synthesis: .*unexpected keyword argument 'au_f1'"),
     ({"synthesis": {"engine": "sglang"}}, "unknown engine 'sglang'"),
+    # budgets in steps: missing, zero, negative or not a whole number, named by key
+    ({"sft": {"max_steps": 0}}, r"sft.max_steps must be a positive integer, got 0"),
+    ({"grpo": {"max_steps": -5}}, r"grpo.max_steps must be a positive integer, got -5"),
+    ({"round_sft": {"max_steps": 2.5}}, r"round_sft.max_steps must be a positive integer, got 2.5"),
+    ({"grpo": {"max_steps": None}}, r"grpo.max_steps is missing"),
+    ({"round_grpo": {"max_steps": None}}, r"round_grpo.max_steps is missing"),
+    ({"sft": {"max_steps": 5, "vision_warmup_steps": -1}}, r"sft.vision_warmup_steps must be an integer >= 0"),
+    # seeds are integers
+    ({"seed": "one"}, r"seed must be an integer, got 'one'"),
+    ({"seed": 1.5}, r"seed must be an integer, got 1.5"),
+    ({"synfacs": {"n": 10, "seed": "x"}}, r"synfacs.seed must be an integer, got 'x'"),
 ])
 def test_bad_settings_fail_before_any_stage(tmp_path, overrides, message):
     with pytest.raises(FacialR1Error, match=message):
@@ -36,22 +58,65 @@ def test_shipped_pipeline_configs_parse(path):
     assert p.rounds >= 1 and settings.attempts >= 1 and settings.engine in ("auto", "hf")
 
 
-def test_pipeline_runs_end_to_end_at_reduced_size(tmp_path):
-    report = pipeline.main("configs/pipeline/tiny-cpu.yaml", {
-        "run_dir": str(tmp_path / "run"),
-        "synfacs": {"n": 80, "seed": 3, "test_fraction": 0.25, "reasoning_fraction": 0.4},
-        "sft": {"max_steps": 3, "vision_warmup_seconds": 2, "save_strategy": "no"},
-        "grpo": {"max_steps": 2, "max_completion_length": 24, "save_strategy": "no"},
-        "round_sft": {"max_steps": 2, "save_strategy": "no"},
-        "round_grpo": {"max_steps": 1, "max_completion_length": 24, "save_strategy": "no"},
-        "synthesis": {"attempts": 1, "max_new_tokens": 32, "qc": {"au_f1_min": 0.0}},
-        "eval_max_new_tokens": 32,
-    })
-    text = report.read_text()
-    assert "| SFT (seed set) |" in text and "| + GRPO (labelled pool) |" in text
-    assert "round 1" in text
-    run = report.parent
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["rows"][0]["format_rate"] is not None
-    assert (run / "metrics.png").is_file() and (run / "round1" / "synth.report.json").is_file()
-    assert {"data", "model", "sft", "grpo", "round1 synthesize"} <= set(metrics["timings"])
+def stub_generator(*args, **kwargs):
+    """A stand-in for the model in synthesis only: it writes the analysis the guided prompt
+    asks for, so QC keeps rows and the round's retraining branch runs (a 3-step model keeps none)."""
+    def generate(images, prompts, max_new_tokens, do_sample=False, temperature=1.0):
+        out = []
+        for p in prompts:
+            aus = re.search(r"Action Units: ([^.]*)\.", p).group(1)
+            emotion = re.search(r"The emotion is (\w+)\.", p).group(1)
+            cited = " and ".join(f"a movement ({a})" for a in aus.split(", ") if a != "none") or "a still face"
+            out.append(f"<think>Here I see {cited} on this face.</think><answer>{emotion}</answer>")
+        return out
+    return generate
+
+
+REDUCED = {
+    "synfacs": {"n": 90, "seed": 3, "test_fraction": 0.33, "reasoning_fraction": 0.4},
+    "sft": {"max_steps": 3, "vision_warmup_steps": 2, "vision_warmup_faces": 16, "save_strategy": "no"},
+    "grpo": {"max_steps": 2, "max_completion_length": 24, "save_strategy": "no"},
+    "round_sft": {"max_steps": 2, "save_strategy": "no"},
+    "round_grpo": {"max_steps": 1, "max_completion_length": 24, "save_strategy": "no"},
+    "rounds": 2, "bootstrap": 200,
+    "synthesis": {"attempts": 2, "max_new_tokens": 32, "qc": {"dedup_threshold": 1.01}},
+    "eval_max_new_tokens": 32,
+}
+
+
+def test_reduced_pipeline_twice_gives_the_same_numbers(tmp_path, monkeypatch):
+    """Budgets in steps: two runs of the same config give identical metrics rows; every row has
+    a CI, each stage its paired difference, the control trained as many steps as GRPO."""
+    monkeypatch.setattr(synthesize, "_generator", stub_generator)
+    results = []
+    for name in ("a", "b"):
+        report = pipeline.main("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path / name), **REDUCED})
+        results.append(json.loads((report.parent / "metrics.json").read_text()))
+    a, b = results
+    assert a["rows"] == b["rows"] and a["diffs"] == b["diffs"]
+    stages = [r["stage"] for r in a["rows"]]
+    assert stages[:3] == ["SFT", "control: SFT only, +2 steps", "+ GRPO"]
+    assert stages[3].startswith("+ round 1 (") and stages[4].startswith("+ round 2 (")  # both rounds retrained
+    assert [(d["stage"], d["vs"]) for d in a["diffs"]][:4] == [
+        ("control: SFT only, +2 steps", "SFT"), ("+ GRPO", "SFT"), ("+ GRPO", "control: SFT only, +2 steps"),
+        (stages[3], "+ GRPO")]
+    for row in a["rows"]:
+        value, low, high = row["au_f1"]
+        assert low <= value <= high
+    run = tmp_path / "a"
+    control = json.loads((run / "control" / "trainer_state.json").read_text())
+    assert control["global_step"] == 2  # = grpo.max_steps
+    assert json.loads((run / "sft" / "trainer_state.json").read_text())["global_step"] == 3
+    assert {"round1 sft", "round1 grpo", "round2 sft", "round2 grpo"} <= set(a["timings"])
+    assert a["n_faces"] == 30 and a["render_faces_per_s"] > 0
+    assert ("vision warm-start", "16 rendered + 24 seed faces, 2 steps", "AUs + emotion") in map(tuple, a["trained_on"])
+    assert (run / "metrics.png").is_file() and (run / "round2" / "synth.report.json").is_file()
+
+
+def test_changed_synfacs_settings_render_anew(tmp_path):
+    p, _ = pipeline.read_pipeline("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path), **REDUCED})
+    first = pipeline._data(p, tmp_path)
+    ids = [s["id"] for s in read_jsonl(first[2])]
+    p.synfacs = {**p.synfacs, "seed": 4}
+    pipeline._data(p, tmp_path)
+    assert [s["id"] for s in read_jsonl(first[2])] != ids  # not the stale faces of seed 3

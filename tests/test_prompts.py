@@ -25,11 +25,30 @@ def test_unknown_style_is_an_error():
         analysis_prompt("q", "short")
 
 
-def test_guided_prompt_carries_truth_and_faults():
-    text = guided_prompt("Which emotion?", ["AU1", "AU4"], "Sadness", ["you answered Fear"], "question")
-    assert text == ("Which emotion?\nThe face shows these Action Units: AU1, AU4. The emotion is Sadness. "
-                    "Cite exactly these AUs and answer with that emotion.\n"
-                    "Your previous answer was rejected: you answered Fear.")
+@pytest.mark.parametrize("style, feedback", [
+    ("instructions", True),  # a model that reads instructions is told what was wrong
+    ("full", True),
+    ("question", False),  # the tiny default cannot read them: its retry resamples the same prompt
+])
+def test_guided_prompt_carries_truth_and_faults(style, feedback):
+    text = guided_prompt("Which emotion?", ["AU1", "AU4"], "Sadness", ["you answered Fear"], style)
+    assert "The face shows these Action Units: AU1, AU4. The emotion is Sadness." in text
+    assert text.endswith("\nYour previous answer was rejected: you answered Fear.") == feedback
+    if style == "question":
+        assert text == ("Which emotion?\nThe face shows these Action Units: AU1, AU4. The emotion is Sadness. "
+                        "Cite exactly these AUs and answer with that emotion.")
+
+
+def test_grpo_guided_fraction_mixes_in_the_guided_prompt(synfacs_small):
+    from facial_r1.data.schema import read_samples_with_images
+    from facial_r1.grpo import grpo_dataset
+
+    samples, _ = read_samples_with_images(synfacs_small / "train.jsonl", [synfacs_small])
+    texts = lambda g: [r["prompt"][0]["content"][1]["text"] for r in grpo_dataset(samples, "question", g, seed=0)]
+    assert not any("Action Units:" in t for t in texts(0.0))
+    assert all("Action Units:" in t for t in texts(1.0))
+    half = texts(0.5)
+    assert 0 < sum("Action Units:" in t for t in half) < len(half) and half == texts(0.5)  # seeded
 
 
 def test_tiny_template_drops_only_the_default_system_turn():

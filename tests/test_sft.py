@@ -10,7 +10,7 @@ def test_sft_few_steps_changes_weights(tiny_model, synfacs_small, tmp_path):
     before, _ = models.load(str(tiny_model))
     out = sft.main(None, {
         "model": str(tiny_model), "data_paths": [str(synfacs_small / "train.jsonl")],
-        "image_folders": [str(synfacs_small)], "prompt": "question", "vision_warmup_seconds": 1,
+        "image_folders": [str(synfacs_small)], "prompt": "question", "vision_warmup_steps": 2,
         "output_dir": str(tmp_path / "sft"), "max_steps": 4, "per_device_train_batch_size": 4,
         "learning_rate": 1e-3, "logging_steps": 1, "report_to": "none", "use_cpu": True, "save_strategy": "no",
     })
@@ -88,10 +88,52 @@ def test_warmstart_trains_vision_and_keeps_freeze(tiny_model, synfacs_small):
     samples, _ = read_samples_with_images(synfacs_small / "train.jsonl", [synfacs_small])
     model, processor = models.load(str(tiny_model), freeze_vision=True)
     before = [p.detach().clone() for p in models.vision_parameters(model)]
-    stats = vision_warmup(model, processor, samples, seconds=1.0, batch_size=8)
-    assert stats["steps"] >= 1
+    stats = vision_warmup(model, processor, samples, steps=3, batch_size=8)
+    assert stats["steps"] == 3 and stats["labels_seen"] == "AUs + emotion"
     assert any(not torch.equal(a, b) for a, b in zip(before, models.vision_parameters(model), strict=True))
     assert not any(p.requires_grad for p in models.vision_parameters(model))  # still frozen for SFT
+
+
+def test_warmstart_is_the_same_for_the_same_steps_and_seed(tiny_model):
+    from facial_r1.warmstart import vision_warmup
+
+    weights = []
+    for _ in range(2):
+        model, processor = models.load(str(tiny_model))
+        vision_warmup(model, processor, [], steps=2, batch_size=4, seed=1, extra_faces=8, objective="selfsup")
+        weights.append([p.detach().clone() for p in models.vision_parameters(model)])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
+def test_selfsup_warmstart_sees_no_expression_label(tiny_model, monkeypatch):
+    """The label-free objective's targets do not change when only the expression changes."""
+    from facial_r1.data.synfacs import make_sample
+    from facial_r1.warmstart import selfsup_target, vision_warmup
+
+    sample, image = make_sample(0, "t", 112)
+    hair, rest = selfsup_target(sample, image)
+    numbers = rest[:-28 * 28]  # identity and pose; the rest is the thumbnail
+    assert hair.sum() == 1 and numbers.min() >= -0.01 and numbers.max() <= 1.01
+    other = {**sample, "AUs": ["AU12"], "labels": ["Happiness"], "meta_info": {**sample["meta_info"], "intensity": {}}}
+    assert (selfsup_target(other, image)[1] == rest).all()
+    # the run's labelled samples are not used at all: only freshly rendered faces
+    model, processor = models.load(str(tiny_model))
+    labelled = [{"image_path": "/nonexistent.png", "AUs": ["AU1"], "labels": ["Fear"]}]
+    stats = vision_warmup(model, processor, labelled, steps=1, batch_size=4, extra_faces=4, objective="selfsup")
+    assert stats["faces"] == 4 and stats["labels_seen"].startswith("none")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"objective": "pixels"}, "unknown vision_warmup_objective 'pixels'"),
+    ({"objective": "selfsup"}, "has no faces: give vision_warmup_faces > 0"),  # selfsup renders its own
+])
+def test_warmstart_refuses_bad_settings(tiny_model, kwargs, message):
+    from facial_r1.errors import FacialR1Error
+    from facial_r1.warmstart import vision_warmup
+
+    model, processor = models.load(str(tiny_model))
+    with pytest.raises(FacialR1Error, match=message):
+        vision_warmup(model, processor, [], steps=1, **kwargs)
 
 
 def test_guided_fraction_mixes_in_the_guided_prompt(synfacs_small):

@@ -167,3 +167,33 @@ def test_asking_for_vllm_here_fails_before_any_work(tiny_model, synfacs_small, t
         synthesize.main(str(tiny_model), str(synfacs_small / "train.jsonl"), [synfacs_small], str(tmp_path / "o.jsonl"),
                         synthesize.Synthesis(engine="vllm"))
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_sampled_retries_are_the_same_twice(tiny_model, synfacs_small, tmp_path):
+    """Retries sample; their generator is seeded by the settings' seed and the batch, so two
+    runs write the same log, and another seed writes another."""
+    logs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        out = tmp_path / name / "synth.jsonl"
+        synthesize.main(str(tiny_model), str(synfacs_small / "train.jsonl"), [str(synfacs_small)], str(out),
+                        synthesize.Synthesis(attempts=2, batch_size=16, max_new_tokens=12, seed=seed))
+        logs[name] = [json.loads(x) for x in out.with_suffix(".log.jsonl").read_text().splitlines()]
+        assert all(r["attempts"] == 2 for r in logs[name])  # the sampled attempt ran for every face
+    assert logs["a"] == logs["b"]
+    assert [r["last"] for r in logs["a"]] != [r["last"] for r in logs["c"]]
+
+
+def test_a_log_from_other_inputs_is_not_reused(tiny_model, synfacs_small, tmp_path, caplog):
+    out = tmp_path / "synth.jsonl"
+    data, folders = str(synfacs_small / "train.jsonl"), [str(synfacs_small)]
+    synthesize.main(str(tiny_model), data, folders, str(out), synthesize.Synthesis(attempts=1, max_new_tokens=4))
+    log = out.with_suffix(".log.jsonl")
+    first = log.read_text()
+    # the same inputs: every sample is already done, nothing is generated again
+    synthesize.main(str(tiny_model), data, folders, str(out), synthesize.Synthesis(attempts=1, max_new_tokens=4))
+    assert log.read_text() == first
+    # other settings: the old log is dropped, said so, and the samples are redone
+    with caplog.at_level("WARNING"):
+        synthesize.main(str(tiny_model), data, folders, str(out), synthesize.Synthesis(attempts=1, max_new_tokens=6))
+    assert "written for other inputs" in caplog.text
+    assert log.read_text() != first and log.read_text().count("\n") == 48

@@ -24,9 +24,9 @@ from facial_r1 import models
 from facial_r1.config import StageRun, load_stage_config
 from facial_r1.data.mixture import load_mixture
 from facial_r1.errors import FacialR1Error
-from facial_r1.prompts import analysis_prompt, user_message
+from facial_r1.prompts import prompt_for, user_message
 from facial_r1.rewards import check_reward_columns, resolve_rewards
-from facial_r1.sft import TimeLimit, has_checkpoint
+from facial_r1.training import TimeLimit, has_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ class GRPORun(StageRun):
     model: str = "runs/tiny/sft"
     rewards: list = field(default_factory=lambda: ["au_f1", "accuracy", "format"])
     prompt: str | None = None  # None: as the checkpoint was trained (facial_r1_prompt.json)
+    # Share of rows shown with the guided prompt of synthesis (true AUs + emotion given), under
+    # the same rewards. It keeps the tiny model's guided-prompt skill from drifting in GRPO, and
+    # teaches it to cite what it is told (an instruction-tuned model does that already; 0 = off).
+    guided_fraction: float = 0.0
 
 
 def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
@@ -52,7 +56,7 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
     prompt_style = run.prompt
     if prompt_style is None:
         prompt_style = models.read_prompt_settings(run.model)["prompt"]
-    dataset = grpo_dataset(samples, prompt_style)
+    dataset = grpo_dataset(samples, prompt_style, run.guided_fraction, args.seed)
     check_reward_columns(run.rewards, dataset.column_names, ", ".join(map(str, run.data_paths)))
     log.info("GRPO on %d prompts, rewards %s with weights %s", len(dataset), run.rewards, weights)
 
@@ -71,12 +75,16 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
     return Path(args.output_dir)
 
 
-def grpo_dataset(samples: list[dict], prompt_style: str = "full"):
+def grpo_dataset(samples: list[dict], prompt_style: str = "full", guided_fraction: float = 0.0, seed: int = 0):
     """Prompt-only rows (TRL puts the `image` column into the user turn) plus the label
-    columns. A sample's missing labels stay None, so the rewards that need them skip it."""
+    columns. A sample's missing labels stay None, so the rewards that need them skip it.
+    A seeded `guided_fraction` of the samples with AUs and a label get the guided prompt."""
+    import random
+
     from datasets import Dataset, Image
 
-    rows = [{"prompt": user_message(analysis_prompt(s["question"], prompt_style)), "image": s["image_path"],
+    rng = random.Random(seed)
+    rows = [{"prompt": user_message(prompt_for(s, prompt_style, guided_fraction, rng)), "image": s["image_path"],
              "AUs": s["AUs"], "labels": s["labels"] or None, "id": s["id"]} for s in samples]
     # A label column no sample fills is absent (e.g. FER2013 has no AUs): a reward that
     # needs it would skip every sample, so check_reward_columns stops the run instead.

@@ -69,12 +69,15 @@ def emotion_metrics(pred: Sequence[str | None], gold: Sequence[str], classes: Se
 _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
+def rouge_l_each(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L F-measure of each pair (rouge-score's tokenizer, no stemming)."""
+    return [_ROUGE.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
+
+
 def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Mean ROUGE-L F-measure over pairs (rouge-score's tokenizer, no stemming)."""
-    if not predictions:
-        return 0.0
-    scores = [_ROUGE.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
-    return sum(scores) / len(scores)
+    """Mean ROUGE-L F-measure over pairs."""
+    scores = rouge_l_each(predictions, references)
+    return sum(scores) / len(scores) if scores else 0.0
 
 
 def rege(recognition: float, rouge_l_f: float) -> float:

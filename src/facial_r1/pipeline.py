@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from facial_r1 import evaluate, grpo, models, sft, synthesize
+from facial_r1 import evaluate, grpo, models, sft, stats, synthesize
 from facial_r1.config import read_yaml
 from facial_r1.data.schema import read_jsonl, write_jsonl
 from facial_r1.errors import FacialR1Error
@@ -37,10 +38,12 @@ class Pipeline:
     # Model: a tiny one built here (tiny_size) or a name/path (model).
     model: str | None = None
     tiny_size: str = "tiny"
+    seed: int = 0  # training seed: tiny init, SFT/GRPO shuffling and sampling, synthesis retries
     sft_config: str = "configs/sft/tiny-cpu.yaml"
     sft: dict = field(default_factory=dict)  # overrides for the SFT stage
     grpo_config: str = "configs/grpo/tiny-cpu.yaml"
     grpo: dict = field(default_factory=dict)
+    control: bool = True  # the row "SFT only, as many steps as SFT + GRPO"
     rounds: int = 1
     retrain: list = field(default_factory=lambda: ["sft", "grpo"])
     round_sft: dict = field(default_factory=dict)  # overrides for the retraining stages of rounds
@@ -49,6 +52,7 @@ class Pipeline:
     eval_protocol: str = "synfacs"
     eval_batch_size: int = 25
     eval_max_new_tokens: int = 128
+    bootstrap: int = 1000  # resamples for the confidence intervals (0 = none)
 
 
 def read_pipeline(config: str, overrides: dict) -> tuple[Pipeline, synthesize.Synthesis]:
@@ -59,12 +63,42 @@ def read_pipeline(config: str, overrides: dict) -> tuple[Pipeline, synthesize.Sy
     if unknown:
         raise FacialR1Error(f"{config}: unknown key(s) {unknown}; pipeline keys are {sorted(known)}")
     p = Pipeline(**raw)
+    if not _is_int(p.seed):
+        raise FacialR1Error(f"{config}: seed must be an integer, got {p.seed!r}")
+    if p.synfacs is not None and not _is_int(p.synfacs.get("seed", 0)):
+        raise FacialR1Error(f"{config}: synfacs.seed must be an integer, got {p.synfacs['seed']!r}")
+    stages = [("sft", p.sft_config, p.sft), ("grpo", p.grpo_config, p.grpo)]
+    if p.rounds > 0:
+        stages += [(f"round_{k}", getattr(p, f"{k}_config"), getattr(p, f"round_{k}")) for k in p.retrain]
+    for name, stage_config, stage in stages:
+        _check_budget(config, name, {**read_yaml(stage_config), **stage})
+    if p.control and {**read_yaml(p.grpo_config), **p.grpo}.get("max_steps") is None:
+        raise FacialR1Error(f"{config}: control needs grpo.max_steps (the control trains SFT that many steps more)")
     try:
         qc = synthesize.QualityControl(**p.synthesis.get("qc", {}))
         settings = synthesize.Synthesis(**{k: v for k, v in p.synthesis.items() if k != "qc"}, qc=qc)
     except TypeError as e:
         raise FacialR1Error(f"{config}: synthesis: {e}") from None
+    settings.seed = p.seed
     return p, settings
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_budget(config: str, name: str, stage: dict) -> None:
+    """A stage's budget is `max_steps` (optimizer steps), or `num_train_epochs` where a real
+    data set sets it; a wall-time guard alone is not a budget: the model would depend on the
+    machine's speed."""
+    steps, epochs = stage.get("max_steps"), stage.get("num_train_epochs")
+    if steps is not None and not (_is_int(steps) and steps > 0):
+        raise FacialR1Error(f"{config}: {name}.max_steps must be a positive integer, got {steps!r}")
+    if steps is None and not (isinstance(epochs, (int, float)) and epochs > 0):
+        raise FacialR1Error(f"{config}: {name}.max_steps is missing: give each stage a budget in steps")
+    warm = stage.get("vision_warmup_steps", 0)
+    if not (_is_int(warm) and warm >= 0):
+        raise FacialR1Error(f"{config}: {name}.vision_warmup_steps must be an integer >= 0, got {warm!r}")
 
 
 def main(config: str, overrides: dict) -> Path:
@@ -72,55 +106,81 @@ def main(config: str, overrides: dict) -> Path:
     run = Path(p.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     log.info("pipeline %s -> %s\n%s", config, run, json.dumps(asdict(p), indent=2))
-    rows, timings, t0 = [], {}, time.monotonic()
+    (run / "config.json").write_text(json.dumps(asdict(p), indent=2))
+    stages, timings, seen, t0 = {}, {}, [], time.monotonic()
 
     with _timed(timings, "data"):
         seed, pool, test, folders = _data(p, run)
+    n_seed, n_pool = len(read_jsonl(seed)), len(read_jsonl(pool))
     with _timed(timings, "model"):
-        base = p.model or str(models.build_tiny(run / "model", p.tiny_size))
+        base = p.model or str(models.build_tiny(run / "model", p.tiny_size, seed=p.seed))
+    common = {"image_folders": [folders], "seed": p.seed}
+    sft_run = {**read_yaml(p.sft_config), **p.sft}
     with _timed(timings, "sft"):
-        model = sft.main(p.sft_config, {"model": base, "data_paths": [seed], "image_folders": [folders],
-                                        "output_dir": str(run / "sft"), **p.sft})
-    rows.append(_evaluate(p, "SFT (seed set)", model, test, folders, run, timings))
+        model = sft.main(p.sft_config, {"model": base, "data_paths": [seed], "output_dir": str(run / "sft"),
+                                        **common, **p.sft})
+    seen += _warmup_seen(sft_run, n_seed)
+    seen.append(("SFT", f"{n_seed} seed faces", "reasoning (which cites the AUs and names the emotion)"))
+    stages["SFT"] = _evaluate(p, model, test, folders, timings)
+    grpo_steps = {**read_yaml(p.grpo_config), **p.grpo}.get("max_steps")
+    if p.control:
+        with _timed(timings, "control sft"):
+            control = sft.main(p.sft_config, {"model": str(model), "data_paths": [seed], "output_dir": str(run / "control"),
+                                              **common, **p.sft, "vision_warmup_steps": 0, "warmup_steps": 0,
+                                              "max_steps": grpo_steps})
+        seen.append(("control: SFT continued", f"the same {n_seed} seed faces, {grpo_steps} more steps",
+                     "reasoning"))
+        stages["control: SFT only, +%d steps" % grpo_steps] = _evaluate(p, control, test, folders, timings)
     with _timed(timings, "grpo"):
-        model = grpo.main(p.grpo_config, {"model": str(model), "data_paths": [pool], "image_folders": [folders],
-                                          "output_dir": str(run / "grpo"), **p.grpo})
-    rows.append(_evaluate(p, "+ GRPO (labelled pool)", model, test, folders, run, timings))
+        model = grpo.main(p.grpo_config, {"model": str(model), "data_paths": [pool], "output_dir": str(run / "grpo"),
+                                          **common, **p.grpo})
+    seen.append(("GRPO", f"{n_pool} pool faces", "AUs + emotion, only through the rewards"))
+    stages["+ GRPO"] = _evaluate(p, model, test, folders, timings)
 
     for k in range(1, p.rounds + 1):
         rdir = run / f"round{k}"
         with _timed(timings, f"round{k} synthesize"):
             report = synthesize.main(str(model), pool, [folders], str(rdir / "synth.jsonl"), settings)
+        seen.append((f"round {k} synthesis", f"{n_pool} pool faces", "AUs + emotion, in the guided prompt"))
         if not report["kept"]:
-            rows.append({"stage": f"round {k}: nothing passed QC, stopped", **report})
+            log.error("round %d: nothing passed quality control; the method stops here", k)
+            stages[f"round {k}: nothing kept, stopped"] = None
             break
         merged = rdir / "sft_data.jsonl"
         write_jsonl(merged, read_jsonl(seed) + read_jsonl(rdir / "synth.jsonl"))
         if "sft" in p.retrain:
             with _timed(timings, f"round{k} sft"):
                 model = sft.main(p.sft_config, {"model": str(model), "data_paths": [str(merged)],
-                                                "image_folders": [folders], "output_dir": str(rdir / "sft"),
-                                                "vision_warmup_seconds": 0, **p.round_sft})
+                                                "output_dir": str(rdir / "sft"), **common,
+                                                "vision_warmup_steps": 0, **p.round_sft})
+            seen.append((f"round {k} SFT", f"{n_seed} seed + {report['kept']} synthesized", "reasoning"))
         if "grpo" in p.retrain:
             with _timed(timings, f"round{k} grpo"):
                 model = grpo.main(p.grpo_config, {"model": str(model), "data_paths": [pool],
-                                                  "image_folders": [folders], "output_dir": str(rdir / "grpo"),
-                                                  **p.round_grpo})
-        rows.append(_evaluate(p, f"+ round {k} (synth {report['kept']} kept of {report['finished']})", model,
-                              test, folders, run, timings))
+                                                  "output_dir": str(rdir / "grpo"), **common, **p.round_grpo})
+            seen.append((f"round {k} GRPO", f"{n_pool} pool faces", "AUs + emotion, only through the rewards"))
+        stages[f"+ round {k} ({report['kept']} of {report['finished']} kept)"] = _evaluate(p, model, test, folders,
+                                                                                          timings)
     total = time.monotonic() - t0
-    write_report(run, rows, timings, total)
+    result = summarize(stages, p.bootstrap, p.seed)
+    write_report(run, result, seen, timings, total, render_rate())
     return run / "report.md"
 
 
 def _data(p: Pipeline, run: Path) -> tuple[str, str, str, str]:
-    """(seed file, pool file, test file, image folder) for this run."""
+    """(seed file, pool file, test file, image folder) for this run. SynFACS made by an
+    earlier run is reused only when its settings (the fingerprint) are the same."""
     if p.synfacs is not None:
         from facial_r1.data.synfacs import synth_faces
 
         out = run / "synfacs"
-        if not (out / "test.jsonl").is_file():
+        fingerprint = json.dumps(p.synfacs, sort_keys=True)
+        stamp = out / "fingerprint.json"
+        if not (stamp.is_file() and stamp.read_text() == fingerprint and (out / "test.jsonl").is_file()):
+            if out.exists():
+                shutil.rmtree(out)
             synth_faces(out, **p.synfacs)
+            stamp.write_text(fingerprint)
         samples = read_jsonl(out / "train.jsonl")
         write_jsonl(out / "seed.jsonl", [s for s in samples if s["description"]])
         write_jsonl(out / "pool.jsonl", [s for s in samples if not s["description"]])
@@ -132,13 +192,26 @@ def _data(p: Pipeline, run: Path) -> tuple[str, str, str, str]:
     return p.seed_data, p.pool_data, p.test_data, p.image_folders[0]
 
 
-def _evaluate(p: Pipeline, stage: str, model, test: str, folders: str, run: Path, timings: dict) -> dict:
-    name = "eval " + stage.split("(")[0].strip(" +:")
-    with _timed(timings, name):
-        m = evaluate.main(str(model), test, [folders], p.eval_protocol, str(Path(model) / "eval"),
-                          p.eval_batch_size, p.eval_max_new_tokens)
-    log.info("%s: %s", stage, {k: m.get(k) for k in ("au_f1", "accuracy", "rouge_l", "rege", "format_rate")})
-    return {"stage": stage, **{k: m.get(k) for k in ("au_f1", "accuracy", "rouge_l", "rege", "format_rate")}}
+def _warmup_seen(stage: dict, n_seed: int) -> list[tuple[str, str, str]]:
+    steps = stage.get("vision_warmup_steps", 0)
+    if not steps:
+        return []
+    extra, objective = stage.get("vision_warmup_faces", 0), stage.get("vision_warmup_objective", "labels")
+    if objective == "labels":
+        return [("vision warm-start", f"{extra} rendered + {n_seed} seed faces, {steps} steps", "AUs + emotion")]
+    return [("vision warm-start", f"{extra} rendered faces, {steps} steps",
+             "no AU or emotion label (identity, pose, pixels)")]
+
+
+def _evaluate(p: Pipeline, model, test: str, folders: str, timings: dict) -> stats.FaceTable:
+    """Evaluate a stage's model on the test set; its per-face table for the statistics."""
+    with _timed(timings, f"eval {Path(model).name}"):
+        evaluate.main(str(model), test, [folders], p.eval_protocol, str(Path(model) / "eval"),
+                      p.eval_batch_size, p.eval_max_new_tokens)
+    samples = read_jsonl(test)
+    lines = (Path(model) / "eval" / "predictions.jsonl").read_text().splitlines()
+    completions = [json.loads(line)["completion"] for line in lines]
+    return stats.face_table(samples, completions, p.eval_protocol)
 
 
 class _timed:
@@ -152,47 +225,99 @@ class _timed:
         self.timings[self.name] = time.monotonic() - self.start
 
 
-def report_table(rows: list[dict]) -> str:
-    """Stage by metric, in percent (REGE as is); '-' where a metric does not apply."""
-    head = "| stage | AU F1 | accuracy | ROUGE-L | REGE | format |\n|---|---|---|---|---|---|\n"
+def summarize(stages: dict, n_boot: int, seed: int) -> dict:
+    """Rows (each metric with its bootstrap CI) and the paired differences: each stage against
+    the row before it (the control against SFT; GRPO against SFT and against the control)."""
+    names = [k for k, v in stages.items() if v is not None]
+    rows = [{"stage": k, **stats.bootstrap(stages[k], n_boot, seed)} for k in names]
+    rows += [{"stage": k} for k, v in stages.items() if v is None]
+    pairs, previous = [], None
+    for k in names:
+        if k.startswith("control"):
+            pairs.append((k, "SFT"))
+            continue
+        if previous is not None:
+            pairs.append((k, previous))
+        if k == "+ GRPO":
+            pairs += [(k, c) for c in names if c.startswith("control")]
+        previous = k
+    diffs = [{"stage": b, "vs": a, **stats.paired_difference(stages[b], stages[a], n_boot, seed)} for b, a in pairs]
+    return {"rows": rows, "diffs": diffs, "n_faces": len(stages[names[0]].ids) if names else 0,
+            "bootstrap": n_boot}
 
-    def cell(row, key):
-        v = row.get(key)
-        return "-" if v is None else (f"{v:.1f}" if key == "rege" else f"{100 * v:.1f}")
 
-    return head + "".join(f"| {r['stage']} | " + " | ".join(cell(r, k) for k in
-                          ("au_f1", "accuracy", "rouge_l", "rege", "format_rate")) + " |\n" for r in rows)
+def render_rate(n: int = 200) -> float:
+    """SynFACS faces rendered per second on this machine (no writing): a yardstick for wall times."""
+    from facial_r1.data.synfacs import make_sample
+
+    start = time.perf_counter()
+    for i in range(n):
+        make_sample(i, "rate", 112)
+    return n / (time.perf_counter() - start)
 
 
-def write_report(run: Path, rows: list[dict], timings: dict, total: float) -> None:
-    table = report_table(rows)
+def _ci(cell: list | None, scale: float = 100.0, signed: bool = False) -> str:
+    if cell is None:
+        return "-"
+    v, lo, hi = (scale * x for x in cell)
+    return f"{v:+.1f} [{lo:+.1f}, {hi:+.1f}]" if signed else f"{v:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def report_table(result: dict) -> str:
+    """Stage by metric in percent, each with its 95 % bootstrap CI; '-' where not scored."""
+    keys = stats.METRICS
+    head = "| stage | AU F1 | accuracy | ROUGE-L | format |\n|---|---|---|---|---|\n"
+    return head + "".join(f"| {r['stage']} | " + " | ".join(_ci(r.get(k)) for k in keys) + " |\n"
+                          for r in result["rows"])
+
+
+def diff_table(result: dict) -> str:
+    """Paired differences (points), each with its 95 % CI over the same resampled faces."""
+    head = "| stage | vs | Δ AU F1 | Δ accuracy | Δ ROUGE-L | Δ format |\n|---|---|---|---|---|---|\n"
+    return head + "".join(f"| {d['stage']} | {d['vs']} | " + " | ".join(_ci(d[k], signed=True) for k in stats.METRICS)
+                          + " |\n" for d in result["diffs"])
+
+
+def write_report(run: Path, result: dict, seen: list, timings: dict, total: float, rate: float) -> None:
+    table, diffs = report_table(result), diff_table(result)
+    data = "| stage | faces | labels it saw |\n|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in seen)
     times = "".join(f"| {k} | {v:.0f} |\n" for k, v in timings.items())
-    text = (f"# facial-r1 pipeline report: {run}\n\nHeld-out test set, greedy decoding.\n\n{table}\n"
-            f"![metrics per stage](metrics.png)\n\n## Wall time (s)\n\n| step | s |\n|---|---|\n{times}"
-            f"| **total** | **{total:.0f}** |\n")
+    text = (f"# facial-r1 pipeline report: {run}\n\nHeld-out test set ({result['n_faces']} faces), greedy decoding; "
+            f"95 % bootstrap CIs ({result['bootstrap']} resamples of the faces) in brackets.\n\n{table}\n"
+            f"## Paired differences (the same resampled faces for both rows)\n\n{diffs}\n"
+            f"![metrics per stage](metrics.png)\n\n## What each stage trained on\n\n{data}\n"
+            f"## Wall time (s)\n\n| step | s |\n|---|---|\n{times}| **total** | **{total:.0f}** |\n\n"
+            f"This machine renders {rate:.0f} SynFACS faces/s (one thread, no writing): scale wall times by it.\n")
     (run / "report.md").write_text(text)
-    (run / "metrics.json").write_text(json.dumps({"rows": rows, "timings": timings, "total_s": total}, indent=2))
-    plot(rows, run / "metrics.png")
+    (run / "metrics.json").write_text(json.dumps({**result, "trained_on": seen, "timings": timings, "total_s": total,
+                                                  "render_faces_per_s": rate}, indent=2))
+    plot(result["rows"], run / "metrics.png")
     print(table)
-    print(f"total wall time {total:.0f} s; report: {run / 'report.md'}")
+    print(diffs)
+    print(f"total wall time {total:.0f} s at {rate:.0f} SynFACS faces/s; report: {run / 'report.md'}")
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Grouped bars, stage by metric, with the 95 % CI as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = [("au_f1", "AU F1"), ("accuracy", "accuracy"), ("rouge_l", "ROUGE-L"), ("format_rate", "format")]
-    scored = [r for r in rows if any(r.get(k) is not None for k, _ in keys)]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in keys:
-        ax.plot(range(len(scored)), [r.get(key) for r in scored], marker="o", label=label)
-    ax.set_xticks(range(len(scored)), [r["stage"].split("(")[0].strip() for r in scored], rotation=15)
-    ax.set_ylim(0, 1.02)
-    ax.set_ylabel("held-out score")
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
+    scored = [r for r in rows if r.get("au_f1") is not None]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(1, len(scored))
+    for i, r in enumerate(scored):
+        xs = [j + (i - (len(scored) - 1) / 2) * width for j in range(len(keys))]
+        vals = [100 * r[k][0] for k, _ in keys]
+        err = [[100 * (r[k][0] - r[k][1]) for k, _ in keys], [100 * (r[k][2] - r[k][0]) for k, _ in keys]]
+        ax.bar(xs, vals, width, yerr=err, capsize=3, label=r["stage"])
+    ax.set_xticks(range(len(keys)), [label for _, label in keys])
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("held-out score (%), 95 % CI")
+    ax.legend(loc="upper left", fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -51,9 +51,20 @@ def guided_prompt(
     listed = ", ".join(aus) if aus else "none"
     text += f"\nThe face shows these Action Units: {listed}. The emotion is {emotion}."
     text += " Cite exactly these AUs and answer with that emotion."
-    if faults:
+    # The "question" style is for a model that cannot read instructions (the tiny default): a
+    # retry's feedback would be text it never saw, and it copied the tags the format message
+    # names ("<think><answer>...") into its reply. Its retries resample the same prompt.
+    if faults and style != "question":
         text += "\nYour previous answer was rejected: " + "; ".join(faults) + "."
     return text
+
+
+def prompt_for(sample: dict, style: str, guided_fraction: float, rng) -> str:
+    """The training prompt of a sample: the guided one for a `guided_fraction` share drawn from
+    `rng` (only samples with AUs and a label), else the analysis prompt (SFT and GRPO rows)."""
+    if sample["AUs"] is not None and sample["labels"] and rng.random() < guided_fraction:
+        return guided_prompt(sample["question"], sample["AUs"], sample["labels"][0], style=style)
+    return analysis_prompt(sample["question"], style)
 
 
 def user_message(prompt: str) -> list[dict]:

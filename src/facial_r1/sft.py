@@ -10,18 +10,17 @@ carry a description are used (the small seed set of the method).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from facial_r1 import models
 from facial_r1.config import StageRun, load_stage_config
 from facial_r1.data.mixture import load_mixture
 from facial_r1.errors import FacialR1Error
-from facial_r1.prompts import analysis_prompt, assistant_message, guided_prompt, user_message
+from facial_r1.training import TimeLimit, has_checkpoint
+from facial_r1.prompts import assistant_message, prompt_for, user_message
 from facial_r1.warmstart import vision_warmup
 
 log = logging.getLogger(__name__)
@@ -32,9 +31,10 @@ class SFTRun(StageRun):
     """facial-r1's own SFT options; every other config key is a TRL `SFTConfig` field."""
 
     prompt: str = "full"  # analysis prompt style: full | instructions | question (prompts.py)
-    vision_warmup_seconds: float = 0.0  # tiny default only (see warmstart.py)
+    vision_warmup_steps: int = 0  # tiny default only (see warmstart.py); optimizer steps of batch 32
     vision_warmup_lr: float = 2e-3
     vision_warmup_faces: int = 0  # extra SynFACS faces rendered for the warm-start only
+    vision_warmup_objective: str = "labels"  # labels (AUs + emotion) | selfsup (no AU/emotion label)
     # Share of examples shown with the guided prompt (true AUs + emotion given) instead of the
     # analysis prompt. A real instruction-tuned model follows the guided prompt of synthesis
     # out of the box; the tiny model has to be shown it (0 = off).
@@ -52,9 +52,9 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
     log.info("SFT on %d samples with reasoning (of %d read)", len(seed_set), len(samples))
 
     model, processor = run.load_model()
-    if run.vision_warmup_seconds > 0 and not has_checkpoint(args.output_dir, resume):
-        vision_warmup(model, processor, samples, run.vision_warmup_seconds, run.vision_warmup_lr, seed=args.seed,
-                      extra_faces=run.vision_warmup_faces)
+    if run.vision_warmup_steps > 0 and not has_checkpoint(args.output_dir, resume):
+        vision_warmup(model, processor, samples, run.vision_warmup_steps, run.vision_warmup_lr, seed=args.seed,
+                      extra_faces=run.vision_warmup_faces, objective=run.vision_warmup_objective)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -76,30 +76,6 @@ def sft_dataset(samples: list[dict], prompt_style: str = "full", guided_fraction
     from datasets import Dataset, Image, List
 
     rng = random.Random(seed)
-    rows = []
-    for s in samples:
-        guided = s["AUs"] is not None and s["labels"] and rng.random() < guided_fraction
-        prompt = guided_prompt(s["question"], s["AUs"], s["labels"][0], style=prompt_style) if guided else \
-            analysis_prompt(s["question"], prompt_style)
-        rows.append({"prompt": user_message(prompt), "completion": assistant_message(s["description"]),
-                     "images": [s["image_path"]]})
+    rows = [{"prompt": user_message(prompt_for(s, prompt_style, guided_fraction, rng)),
+             "completion": assistant_message(s["description"]), "images": [s["image_path"]]} for s in samples]
     return Dataset.from_list(rows).cast_column("images", List(Image()))
-
-
-def has_checkpoint(output_dir: str, resume: bool) -> bool:
-    return resume and any(Path(output_dir).glob("checkpoint-*"))
-
-
-class TimeLimit(TrainerCallback):
-    """Stop training after a wall-clock budget (the CPU pipeline gives each stage minutes)."""
-
-    def __init__(self, minutes: float):
-        self.seconds, self.start = minutes * 60, None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.monotonic()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() - self.start > self.seconds:
-            control.should_training_stop = True
-            control.should_save = True

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -101,6 +102,7 @@ class Synthesis:
     max_new_tokens: int = 160
     temperature: float = 0.8  # retries sample; the first attempt is greedy
     qc: QualityControl = field(default_factory=QualityControl)
+    seed: int = 0  # sampled retries draw from a generator seeded by this and the batch's first id
     engine: str = "auto"  # hf | vllm | auto (vLLM when installed, on a GPU, in one process)
     vllm_args: dict = field(default_factory=dict)  # to vllm.LLM: tensor_parallel_size, gpu_memory_utilization, ...
 
@@ -127,6 +129,9 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
     if not todo:
         raise FacialR1Error(f"{data}: no sample has both AUs and an emotion label to synthesize for")
     state = models.process_state()
+    if state.is_main_process:
+        _drop_stale_logs(out, fingerprint(model, data, settings, prompt_style))
+    state.wait_for_everyone()
     done = read_logs(out)
     dedup = Dedup(settings.qc.dedup_threshold)
     for record in done.values():
@@ -158,6 +163,39 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
     return json.loads(out.with_suffix(".report.json").read_text())
 
 
+def fingerprint(model: str, data: str, settings: Synthesis, prompt_style: str | None) -> str:
+    """What a progress log's records depend on: the model's weights and config, the data, the settings."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([asdict(settings), prompt_style], sort_keys=True).encode())
+    for path in [Path(data), *sorted(p for p in Path(model).glob("*") if p.suffix in (".json", ".safetensors"))]:
+        if path.is_file():
+            size = path.stat().st_size
+            with open(path, "rb") as f:  # the size plus the first and last MiB: weights differ there too
+                h.update(f"{path.name}:{size}".encode() + f.read(1 << 20))
+                f.seek(max(0, size - (1 << 20)))
+                h.update(f.read())
+    if not Path(model).is_dir():
+        h.update(model.encode())
+    return h.hexdigest()[:16]
+
+
+def _drop_stale_logs(out: Path, stamp: str) -> None:
+    """Progress logs written for other inputs are removed (and said so): a re-run with another
+    model, data or settings starts over instead of mixing in old rows."""
+    marker = out.with_suffix(".fingerprint")
+    logs = [out.with_suffix(".log.jsonl"), *out.parent.glob(f"{out.stem}.log-rank*.jsonl")]
+    if marker.is_file() and marker.read_text() == stamp:
+        return
+    stale = [p for p in logs if p.is_file()]
+    if stale:
+        log.warning("synthesize: %s were written for other inputs (model, data or settings changed): starting over",
+                    ", ".join(p.name for p in stale))
+    for p in stale:
+        p.unlink()
+    marker.write_text(stamp)
+
+
 def _generator(model: str, engine: str, vllm_args: dict, device):
     """fn(images, prompts, max_new_tokens, do_sample, temperature) -> texts, on HF or vLLM."""
     from functools import partial
@@ -186,6 +224,10 @@ def synthesize_batch(generate, batch: list[dict], settings: Synthesis, dedup: De
             break
         prompts = [guided_prompt(s["question"], s["AUs"], s["labels"][0], list(faults.get(s["id"], {}).values()),
                                  prompt_style) for s in open_]
+        if attempt > 1:  # reproducible whatever the batch's position, resume or process count
+            import torch
+
+            torch.manual_seed(zlib.crc32(f"{settings.seed}/{batch[0]['id']}/{attempt}".encode()))
         texts = generate([images[s["id"]] for s in open_], prompts, settings.max_new_tokens,
                          do_sample=attempt > 1, temperature=settings.temperature)
         for s, text in zip(open_, texts, strict=True):

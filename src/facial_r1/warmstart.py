@@ -1,15 +1,24 @@
-"""Vision warm-start for the tiny default model only.
+"""Vision warm-start for the tiny default model only: a stand-in for a pretrained vision tower.
 
 A randomly initialised tiny VLM ignores the image under plain SFT (measured: one fixed
 answer for every face). A real base model arrives with a vision tower pretrained on many
-other images; this stands in for that pretraining. For a short time only the vision tower +
-merger are trained, with two throw-away linear heads predicting the AUs (BCE) and the
-emotion (CE): one on all visual tokens of a face (it forces features that know *where* a
-movement is, brows vs mouth), one on their mean (what a fresh language model's attention
-reads first). Faces: the run's training samples (never the test split) plus
-`extra_faces` freshly rendered SynFACS faces from their own seed, as pretraining data would be:
-on 1,000 faces alone the tower memorises identities and learns nothing that transfers.
-Configs for real models leave it off (`vision_warmup_seconds: 0`).
+other images; this stands in for that pretraining. For `steps` optimizer steps only the
+vision tower + merger are trained, with throw-away linear heads: one on all visual tokens of
+a face (it forces features that know *where* something is, brows vs mouth), one on their
+mean (what a fresh language model's attention reads first). The heads' targets depend on
+`objective`:
+
+- "labels": the AUs (BCE) and the emotion (CE). The run's own faces (never the test split)
+  plus `extra_faces` freshly rendered ones. This sees FACS labels that a real VLM's
+  pretraining has not seen, so it is the *less* faithful stand-in; it is the one that learns.
+- "selfsup": no AU or emotion label at all. Only freshly rendered faces, with targets a
+  renderer knows for free and that are not the expression: identity (face/eye/mouth/brow
+  geometry, skin/hair/background colour, hair style) and pose (angle, scale, shift, light),
+  plus the face itself, a grey 28 px thumbnail reconstructed from the tokens.
+
+Faces come from their own SynFACS seed space, as pretraining data would: on 1,000 faces
+alone the tower memorises identities and learns nothing that transfers. Configs for real
+models leave it off (`vision_warmup_steps: 0`).
 """
 
 from __future__ import annotations
@@ -18,71 +27,106 @@ import logging
 import random
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
 from facial_r1.data.schema import load_image
+from facial_r1.errors import FacialR1Error
 from facial_r1.facs import EMOTIONS
 from facial_r1.models import vision_parameters
 
 log = logging.getLogger(__name__)
 
+OBJECTIVES = ("labels", "selfsup")
+THUMB = 28  # side of the grey thumbnail the selfsup objective reconstructs
 
-def vision_warmup(model, processor, samples: list[dict], seconds: float, lr: float = 2e-3,
-                  batch_size: int = 32, seed: int = 0, extra_faces: int = 0) -> dict:
-    """Train the vision tower for `seconds` on samples with AUs and labels. Returns stats."""
-    if seconds <= 0:
+
+def vision_warmup(model, processor, samples: list[dict], steps: int, lr: float = 2e-3, batch_size: int = 32,
+                  seed: int = 0, extra_faces: int = 0, objective: str = "labels") -> dict:
+    """Train the vision tower for `steps` optimizer steps; returns what it trained on (faces,
+    the labels it saw) and the loss at the start and the end."""
+    if objective not in OBJECTIVES:
+        raise FacialR1Error(f"unknown vision_warmup_objective {objective!r}; choose from {OBJECTIVES}")
+    if steps <= 0:
         return {"steps": 0}
-    faces = [(s["image_path"], s["AUs"], s["labels"][0]) for s in samples if s["AUs"] is not None and s["labels"]]
-    faces += rendered_faces(extra_faces, seed, processor)
+    if objective == "labels":
+        faces = [(s["image_path"], label_target(s["AUs"], s["labels"][0])) for s in samples
+                 if s["AUs"] is not None and s["labels"]]
+        faces += [(im, label_target(s["AUs"], s["labels"][0])) for s, im in rendered_faces(extra_faces, seed, processor)]
+    else:
+        faces = [(im, selfsup_target(s, im)) for s, im in rendered_faces(extra_faces, seed, processor)]
     if not faces:
-        return {"steps": 0}
-    aus = sorted({a for _, f_aus, _ in faces for a in f_aus}, key=lambda a: int(a[2:]))
+        raise FacialR1Error(f"vision warm-start ({objective}) has no faces: give vision_warmup_faces > 0")
+    torch.manual_seed(seed)
     hidden = model.config.text_config.hidden_size
     n_tokens = _token_count(processor, _image(faces[0][0]))  # faces are resized to one size: a fixed grid
-    all_tokens, pooled = nn.Linear(n_tokens * hidden, len(aus) + len(EMOTIONS)), nn.Linear(hidden, len(aus) + len(EMOTIONS))
+    n_out = len(faces[0][1][0]) + len(faces[0][1][1])
+    heads = nn.ModuleList([nn.Linear(n_tokens * hidden, n_out), nn.Linear(hidden, n_out)])
     params = vision_parameters(model)
     trainable = [p.requires_grad for p in params]  # restored after: freeze_vision must hold in SFT
     for p in params:
         p.requires_grad_(True)
-    optim = torch.optim.Adam(params + list(all_tokens.parameters()) + list(pooled.parameters()), lr=lr)
+    optim = torch.optim.Adam(params + list(heads.parameters()), lr=lr)
     rng = random.Random(seed)
     model.train()
-    start, steps, losses = time.monotonic(), 0, []
-    while time.monotonic() - start < seconds:
+    start, losses = time.monotonic(), []
+    for _ in range(steps):
         batch = rng.sample(faces, min(batch_size, len(faces)))
-        pix = processor.image_processor(images=[_image(f) for f, _, _ in batch], return_tensors="pt")
+        pix = processor.image_processor(images=[_image(f) for f, _ in batch], return_tensors="pt")
         feats = torch.stack(list(model.get_image_features(pix["pixel_values"], pix["image_grid_thw"]).pooler_output))
-        au_target = torch.tensor([[float(a in f_aus) for a in aus] for _, f_aus, _ in batch])
-        emo_target = torch.tensor([EMOTIONS.index(e) for _, _, e in batch])
+        binary = torch.tensor(np.stack([t[0] for _, t in batch]), dtype=torch.float32)
+        rest = torch.tensor(np.stack([t[1] for _, t in batch]), dtype=torch.float32)
         loss = 0.0
-        for logits in (all_tokens(feats.flatten(1)), pooled(feats.mean(1))):  # (B, tokens, hidden) -> (B, classes)
-            loss = loss + nn.functional.binary_cross_entropy_with_logits(logits[:, : len(aus)], au_target) + \
-                nn.functional.cross_entropy(logits[:, len(aus):], emo_target)
+        for out in (heads[0](feats.flatten(1)), heads[1](feats.mean(1))):  # (B, tokens, hidden) -> (B, n_out)
+            logits, pred = out[:, :binary.shape[1]], out[:, binary.shape[1]:]
+            loss = loss + nn.functional.binary_cross_entropy_with_logits(logits, binary)
+            loss = loss + (nn.functional.cross_entropy(pred, rest.argmax(1)) if objective == "labels"
+                           else nn.functional.mse_loss(pred, rest))
         optim.zero_grad()
         loss.backward()
         optim.step()
         losses.append(loss.item())
-        steps += 1
     for p, flag in zip(params, trainable, strict=True):
         p.requires_grad_(flag)
-    log.info("vision warm-start: %d steps on %d faces in %.0f s, loss %.3f -> %.3f", steps, len(faces), seconds,
-             losses[0], losses[-1])
-    return {"steps": steps, "faces": len(faces), "loss_first": losses[0], "loss_last": losses[-1]}
+    seen = "AUs + emotion" if objective == "labels" else "none (identity, pose and pixels only)"
+    log.info("vision warm-start (%s): %d steps on %d faces in %.0f s, loss %.3f -> %.3f; labels seen: %s",
+             objective, steps, len(faces), time.monotonic() - start, losses[0], losses[-1], seen)
+    return {"steps": steps, "faces": len(faces), "objective": objective, "labels_seen": seen,
+            "loss_first": losses[0], "loss_last": losses[-1]}
+
+
+def label_target(aus: list[str], emotion: str) -> tuple[np.ndarray, np.ndarray]:
+    """(AU present 0/1 over the rendered AUs, emotion one-hot)."""
+    from facial_r1.data.synfacs import RENDERED_AUS
+
+    return (np.array([a in aus for a in RENDERED_AUS], dtype=np.float32),
+            np.eye(len(EMOTIONS), dtype=np.float32)[EMOTIONS.index(emotion)])
+
+
+def selfsup_target(sample: dict, image) -> tuple[np.ndarray, np.ndarray]:
+    """Label-free targets of a rendered face: (hair style one-hot, [identity and pose numbers
+    scaled to about [0, 1], grey thumbnail pixels]). Nothing here depends on the expression."""
+    ident, pose = sample["meta_info"]["identity"], sample["meta_info"]["pose"]
+    numbers = [(ident["face_w"] - 0.27) / 0.06, (ident["face_h"] - 0.36) / 0.05, (ident["eye_gap"] - 0.10) / 0.03,
+               (ident["eye_w"] - 0.048) / 0.014, (ident["brow_thick"] - 0.012) / 0.014,
+               (ident["mouth_w"] - 0.08) / 0.025, *(c / 255 for c in ident["skin"]), *(c / 255 for c in ident["hair"]),
+               *(c / 255 for c in ident["brow_color"]), *(c / 255 for c in ident["background"]),
+               (pose["angle"] + 8) / 16, (pose["scale"] - 0.9) / 0.18, (pose["dx"] + 0.04) / 0.08,
+               (pose["dy"] + 0.04) / 0.08, (pose["light"] - 0.8) / 0.35, (pose["light_dir"] + 0.2) / 0.4]
+    thumb = np.asarray(image.convert("L").resize((THUMB, THUMB)), dtype=np.float32).ravel() / 255
+    return np.eye(3, dtype=np.float32)[ident["hair_style"]], np.concatenate([np.array(numbers, np.float32), thumb])
 
 
 def rendered_faces(n: int, seed: int, processor) -> list[tuple]:
-    """`n` SynFACS faces from a seed space of their own (disjoint from any data set's faces)."""
+    """`n` (sample, image) SynFACS pairs from a seed space of their own (disjoint from any data set's faces)."""
     if n <= 0:
         return []
     from facial_r1.data.synfacs import make_sample
 
     size = int(processor.image_processor.size["longest_edge"] ** 0.5)  # max pixels -> side
     t = time.monotonic()
-    out = []
-    for i in range(n):
-        sample, image = make_sample(i, f"warmup{seed}", size)
-        out.append((image, sample["AUs"], sample["labels"][0]))
+    out = [make_sample(i, f"warmup{seed}", size) for i in range(n)]
     log.info("vision warm-start: rendered %d extra faces in %.0f s", n, time.monotonic() - t)
     return out
 
