@@ -26,13 +26,12 @@ CONFIG = "configs/pipeline/tiny-cpu.yaml"
 # which do not depend on what they change, to fit the CPU budget.
 VARIANTS = {
     "main": {},
-    "warmup_selfsup": {"sft": {"max_steps": 600, "vision_warmup_steps": 1000, "vision_warmup_objective": "selfsup",
+    "warmup_selfsup": {"sft": {"max_steps": 500, "vision_warmup_steps": 800, "vision_warmup_objective": "selfsup",
                                "save_strategy": "no"}, "rounds": 0},
-    "warmup_none": {"sft": {"max_steps": 600, "vision_warmup_steps": 0, "save_strategy": "no"}, "rounds": 0},
-    "reward_au_f1_signed": {"grpo": {"max_steps": 100, "save_strategy": "no",
+    "warmup_none": {"sft": {"max_steps": 500, "vision_warmup_steps": 0, "save_strategy": "no"}, "rounds": 0},
+    "grpo_unguided": {"grpo": {"max_steps": 80, "save_strategy": "no", "guided_fraction": 0.0}, "rounds": 0},
+    "reward_au_f1_signed": {"grpo": {"max_steps": 80, "save_strategy": "no",
                                      "rewards": ["au_f1_signed", "accuracy", "format"]}, "rounds": 0},
-    "grpo_unguided": {"grpo": {"max_steps": 100, "save_strategy": "no", "guided_fraction": 0.0},
-                      "round_grpo": {"max_steps": 50, "save_strategy": "no", "guided_fraction": 0.0}},
 }
 KEYS = ("au_f1", "accuracy", "rouge_l", "format_rate")
 
@@ -72,10 +71,25 @@ def run(variant: str, seed: int, out: Path) -> dict:
     cmd = [sys.executable, "-m", "facial_r1.cli", "pipeline", "--config", CONFIG, "--synfacs", json.dumps(synfacs)]
     for k, v in overrides.items():
         cmd += [f"--{k}", json.dumps(v)]
+    if _finished_with(run_dir, {**overrides, "synfacs": synfacs}):
+        return json.loads((run_dir / "metrics.json").read_text())  # resumable: a finished run of this config
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir.with_suffix(".log"), "w") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _finished_with(run_dir: Path, overrides: dict) -> bool:
+    """A run is reused only if it finished and its resolved config (saved by the pipeline) is the
+    one asked for now; anything else runs again."""
+    if not (run_dir / "metrics.json").is_file() or not (run_dir / "config.json").is_file():
+        return False
+    from facial_r1.pipeline import read_pipeline
+
+    wanted, _ = read_pipeline(CONFIG, {k: v for k, v in overrides.items()})
+    from dataclasses import asdict
+
+    return json.loads((run_dir / "config.json").read_text()) == json.loads(json.dumps(asdict(wanted)))
 
 
 def _read_config() -> dict:

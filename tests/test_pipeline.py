@@ -61,9 +61,15 @@ def test_shipped_pipeline_configs_parse(path):
 def stub_generator(*args, **kwargs):
     """A stand-in for the model in synthesis only: it writes the analysis the guided prompt
     asks for, so QC keeps rows and the round's retraining branch runs (a 3-step model keeps none)."""
+    calls = []
+
     def generate(images, prompts, max_new_tokens, do_sample=False, temperature=1.0):
         out = []
-        for p in prompts:
+        calls.append(len(prompts))
+        for i, p in enumerate(prompts):
+            if (i + len(calls)) % 3 == 0:  # some faces fail QC (wrong emotion), left for the next round
+                out.append("<think>A face with a movement (AU1).</think><answer>Contempt</answer>")
+                continue
             aus = re.search(r"Action Units: ([^.]*)\.", p).group(1)
             emotion = re.search(r"The emotion is (\w+)\.", p).group(1)
             cited = " and ".join(f"a movement ({a})" for a in aus.split(", ") if a != "none") or "a still face"
@@ -97,6 +103,8 @@ def test_reduced_pipeline_twice_gives_the_same_numbers(tmp_path, monkeypatch):
     stages = [r["stage"] for r in a["rows"]]
     assert stages[:3] == ["SFT", "control: SFT only, +2 steps", "+ GRPO"]
     assert stages[3].startswith("+ round 1 (") and stages[4].startswith("+ round 2 (")  # both rounds retrained
+    kept1, kept2 = (int(re.search(r"\((\d+) of 36 pool", s).group(1)) for s in stages[3:5])
+    assert 0 < kept1 < kept2 <= 36  # rounds add to the reasoning data
     assert [(d["stage"], d["vs"]) for d in a["diffs"]][:4] == [
         ("control: SFT only, +2 steps", "SFT"), ("+ GRPO", "SFT"), ("+ GRPO", "control: SFT only, +2 steps"),
         (stages[3], "+ GRPO")]

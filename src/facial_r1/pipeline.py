@@ -134,33 +134,46 @@ def main(config: str, overrides: dict) -> Path:
     with _timed(timings, "grpo"):
         model = grpo.main(p.grpo_config, {"model": str(model), "data_paths": [pool], "output_dir": str(run / "grpo"),
                                           **common, **p.grpo})
-    seen.append(("GRPO", f"{n_pool} pool faces", "AUs + emotion, only through the rewards"))
+    seen.append(("GRPO", _grpo_faces(p.grpo_config, p.grpo, n_pool), "AUs + emotion, only through the rewards"))
     stages["+ GRPO"] = _evaluate(p, model, test, folders, timings)
 
+    synthesized: list[dict] = []  # every row kept so far: each round adds to the reasoning data
     for k in range(1, p.rounds + 1):
         rdir = run / f"round{k}"
+        rdir.mkdir(parents=True, exist_ok=True)
+        done = {r["id"] for r in synthesized}
+        todo = rdir / "pool_todo.jsonl"  # the pool faces that have no kept reasoning yet
+        left = [s for s in read_jsonl(pool) if s["id"] not in done]
+        if not left:
+            log.info("round %d: every pool face has kept reasoning; no round left to run", k)
+            break
+        write_jsonl(todo, left)
         with _timed(timings, f"round{k} synthesize"):
-            report = synthesize.main(str(model), pool, [folders], str(rdir / "synth.jsonl"), settings)
-        seen.append((f"round {k} synthesis", f"{n_pool} pool faces", "AUs + emotion, in the guided prompt"))
+            report = synthesize.main(str(model), str(todo), [folders], str(rdir / "synth.jsonl"), settings,
+                                     kept_before=[r["description"] for r in synthesized])
+        seen.append((f"round {k} synthesis", f"{n_pool - len(done)} pool faces without kept reasoning",
+                     "AUs + emotion, in the guided prompt"))
         if not report["kept"]:
             log.error("round %d: nothing passed quality control; the method stops here", k)
             stages[f"round {k}: nothing kept, stopped"] = None
             break
+        synthesized += read_jsonl(rdir / "synth.jsonl")
         merged = rdir / "sft_data.jsonl"
-        write_jsonl(merged, read_jsonl(seed) + read_jsonl(rdir / "synth.jsonl"))
+        write_jsonl(merged, read_jsonl(seed) + synthesized)
         if "sft" in p.retrain:
             with _timed(timings, f"round{k} sft"):
                 model = sft.main(p.sft_config, {"model": str(model), "data_paths": [str(merged)],
                                                 "output_dir": str(rdir / "sft"), **common,
                                                 "vision_warmup_steps": 0, **p.round_sft})
-            seen.append((f"round {k} SFT", f"{n_seed} seed + {report['kept']} synthesized", "reasoning"))
+            seen.append((f"round {k} SFT", f"{n_seed} seed + {len(synthesized)} synthesized", "reasoning"))
         if "grpo" in p.retrain:
             with _timed(timings, f"round{k} grpo"):
                 model = grpo.main(p.grpo_config, {"model": str(model), "data_paths": [pool],
                                                   "output_dir": str(rdir / "grpo"), **common, **p.round_grpo})
-            seen.append((f"round {k} GRPO", f"{n_pool} pool faces", "AUs + emotion, only through the rewards"))
-        stages[f"+ round {k} ({report['kept']} of {report['finished']} kept)"] = _evaluate(p, model, test, folders,
-                                                                                          timings)
+            seen.append((f"round {k} GRPO", _grpo_faces(p.grpo_config, p.round_grpo, n_pool),
+                         "AUs + emotion, only through the rewards"))
+        stages[f"+ round {k} ({len(synthesized)} of {n_pool} pool faces kept)"] = _evaluate(p, model, test, folders,
+                                                                                           timings)
     total = time.monotonic() - t0
     result = summarize(stages, p.bootstrap, p.seed)
     write_report(run, result, seen, timings, total, render_rate())
@@ -190,6 +203,17 @@ def _data(p: Pipeline, run: Path) -> tuple[str, str, str, str]:
         raise FacialR1Error(f"pipeline: give synfacs, or seed_data, pool_data, test_data and one image folder "
                             f"(missing: {missing or ['image_folders']})")
     return p.seed_data, p.pool_data, p.test_data, p.image_folders[0]
+
+
+def _grpo_faces(config: str, overrides: dict, n_pool: int) -> str:
+    """How many pool prompts GRPO's step budget draws: steps x (completions per step / generations)."""
+    g = {**read_yaml(config), **overrides}
+    if g.get("max_steps") is None:
+        return f"{n_pool} pool faces, {g.get('num_train_epochs')} epoch(s)"
+    prompts = g["max_steps"] * g.get("per_device_train_batch_size", 8) * g.get("gradient_accumulation_steps", 1) \
+        // g.get("num_generations", 8)
+    share = f", {g.get('guided_fraction', 0):.0%} with the guided prompt" if g.get("guided_fraction") else ""
+    return f"{prompts} prompts drawn from {n_pool} pool faces ({g['max_steps']} steps{share})"
 
 
 def _warmup_seen(stage: dict, n_seed: int) -> list[tuple[str, str, str]]:

@@ -113,8 +113,9 @@ class Synthesis:
 
 
 def main(model: str, data: str, image_folders: Sequence[str], out: str, settings: Synthesis | None = None,
-         prompt_style: str | None = None) -> dict:
-    """Synthesize reasoning for `data`; returns the report (also written next to `out`)."""
+         prompt_style: str | None = None, kept_before: Sequence[str] = ()) -> dict:
+    """Synthesize reasoning for `data`; returns the report (also written next to `out`).
+    `kept_before`: descriptions kept by earlier rounds; a new one near-duplicating them is rejected."""
     from tqdm import tqdm
 
     from facial_r1 import models
@@ -130,10 +131,12 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
         raise FacialR1Error(f"{data}: no sample has both AUs and an emotion label to synthesize for")
     state = models.process_state()
     if state.is_main_process:
-        _drop_stale_logs(out, fingerprint(model, data, settings, prompt_style))
+        _drop_stale_logs(out, fingerprint(model, data, settings, prompt_style, kept_before))
     state.wait_for_everyone()
     done = read_logs(out)
     dedup = Dedup(settings.qc.dedup_threshold)
+    for text in kept_before:
+        dedup.add(text)
     for record in done.values():
         if record["kept"]:
             dedup.add(record["row"]["description"])
@@ -158,16 +161,17 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
                     os.fsync(log_file.fileno())
     state.wait_for_everyone()
     if state.is_main_process:
-        finalize(todo, read_logs(out), out, problems, settings)
+        finalize(todo, read_logs(out), out, problems, settings, kept_before)
     state.wait_for_everyone()
     return json.loads(out.with_suffix(".report.json").read_text())
 
 
-def fingerprint(model: str, data: str, settings: Synthesis, prompt_style: str | None) -> str:
+def fingerprint(model: str, data: str, settings: Synthesis, prompt_style: str | None,
+                kept_before: Sequence[str] = ()) -> str:
     """What a progress log's records depend on: the model's weights and config, the data, the settings."""
     import hashlib
 
-    h = hashlib.sha256(json.dumps([asdict(settings), prompt_style], sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps([asdict(settings), prompt_style, list(kept_before)], sort_keys=True).encode())
     for path in [Path(data), *sorted(p for p in Path(model).glob("*") if p.suffix in (".json", ".safetensors"))]:
         if path.is_file():
             size = path.stat().st_size
@@ -272,11 +276,14 @@ def read_log(path: Path) -> dict[str, dict]:
     return out
 
 
-def finalize(todo: list[dict], done: dict[str, dict], out: Path, problems: list[str], settings: Synthesis) -> dict:
+def finalize(todo: list[dict], done: dict[str, dict], out: Path, problems: list[str], settings: Synthesis,
+             kept_before: Sequence[str] = ()) -> dict:
     """Kept rows in input order -> OUT (atomic), and the report -> OUT.report.json."""
     finished = [done[s["id"]] for s in todo if s["id"] in done]
     # Processes dedup only against their own share: one pass in input order catches the rest.
     index = Dedup(settings.qc.dedup_threshold)
+    for text in kept_before:
+        index.add(text)
     for r in finished:
         if r["kept"] and index.is_duplicate(r["row"]["description"]):
             r.update(kept=False, reasons=["duplicate"], last=r.pop("row")["description"])
