@@ -197,3 +197,15 @@ def test_a_log_from_other_inputs_is_not_reused(tiny_model, synfacs_small, tmp_pa
         synthesize.main(str(tiny_model), data, folders, str(out), synthesize.Synthesis(attempts=1, max_new_tokens=6))
     assert "written for other inputs" in caplog.text
     assert log.read_text() != first and log.read_text().count("\n") == 48
+
+
+def test_a_row_duplicating_an_earlier_round_is_not_kept(tmp_path):
+    """Rounds add to the data: a new row that near-duplicates a row kept by an earlier round is
+    rejected as a duplicate, in the final pass over all shares too."""
+    todo = [{"id": "a"}, {"id": "b"}]
+    other = "<think>The lips part (AU25) and the jaw drops (AU26).</think><answer>Surprise</answer>"
+    done = {"a": {"id": "a", "kept": True, "attempts": 1, "row": {"id": "a", "description": GOOD}},
+            "b": {"id": "b", "kept": True, "attempts": 1, "row": {"id": "b", "description": other}}}
+    report = synthesize.finalize(todo, done, tmp_path / "s.jsonl", [], synthesize.Synthesis(), kept_before=[GOOD])
+    assert report["kept"] == 1 and report["rejected_by_reason"] == {"duplicate": 1}
+    assert [json.loads(x)["id"] for x in (tmp_path / "s.jsonl").read_text().splitlines()] == ["b"]

@@ -1,10 +1,14 @@
-"""The whole method end to end: data -> SFT on the seed set -> GRPO on the labelled pool ->
-rounds of (synthesize -> merge with the seed set -> retrain) -> evaluation after every stage.
+"""The whole method end to end: data -> SFT on the seed set -> (a same-steps SFT control) ->
+GRPO on the labelled pool -> rounds of (synthesize for the pool faces without kept reasoning ->
+SFT on the seed set + every kept row -> GRPO) -> evaluation after every stage.
 
     facial-r1 pipeline --config configs/pipeline/tiny-cpu.yaml [--key value ...]
 
-Everything lands under `run_dir`: the data, each stage's checkpoint, each round's synthesized
-data and report, each evaluation, and `report.md` + `metrics.png` (stage by metric, wall time).
+Budgets are optimizer steps and every draw is seeded, so the same config gives the same
+numbers. Everything lands under `run_dir`: the data, each stage's checkpoint and evaluation,
+each round's synthesized data and report, and `report.md` / `metrics.json` / `metrics.png`:
+every metric with its bootstrap CI, each stage's paired difference from the row before
+(`stats.py`), what each stage trained on and which labels it saw, and the wall time.
 Stage configs are the stages' own YAML files, with per-stage overrides from this config.
 """
 

@@ -130,6 +130,7 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
     if not todo:
         raise FacialR1Error(f"{data}: no sample has both AUs and an emotion label to synthesize for")
     state = models.process_state()
+    engine = models.resolve_engine(settings.engine, state.num_processes)  # refuses before anything is written
     if state.is_main_process:
         _drop_stale_logs(out, fingerprint(model, data, settings, prompt_style, kept_before))
     state.wait_for_everyone()
@@ -143,7 +144,6 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
     pending = [s for s in todo if s["id"] not in done]
     log.info("synthesize: %d samples, %d done before, %d to go", len(todo), len(todo) - len(pending), len(pending))
 
-    engine = models.resolve_engine(settings.engine, state.num_processes)
     log.info("synthesize: generating with %s", "vLLM's offline engine" if engine == "vllm" else "HF generate")
     with state.split_between_processes(pending) as mine:  # contiguous shares, one per process
         if mine:
