@@ -19,8 +19,8 @@ from facial_r1 import models
 from facial_r1.config import StageRun, load_stage_config
 from facial_r1.data.mixture import load_mixture
 from facial_r1.errors import FacialR1Error
-from facial_r1.training import TimeLimit, has_checkpoint
 from facial_r1.prompts import assistant_message, prompt_for, user_message
+from facial_r1.training import TimeLimit, has_checkpoint
 from facial_r1.warmstart import vision_warmup
 
 log = logging.getLogger(__name__)

@@ -106,7 +106,8 @@ def label_target(aus: list[str], emotion: str) -> tuple[np.ndarray, np.ndarray]:
 
 def selfsup_target(sample: dict, image) -> tuple[np.ndarray, np.ndarray]:
     """Label-free targets of a rendered face: (hair style one-hot, [identity and pose numbers
-    scaled to about [0, 1], grey thumbnail pixels]). Nothing here depends on the expression."""
+    scaled to about [0, 1], grey thumbnail pixels]). No AU or emotion label is read: the numbers
+    are identity and pose, and the thumbnail is the face itself, to reconstruct (self-supervised)."""
     ident, pose = sample["meta_info"]["identity"], sample["meta_info"]["pose"]
     numbers = [(ident["face_w"] - 0.27) / 0.06, (ident["face_h"] - 0.36) / 0.05, (ident["eye_gap"] - 0.10) / 0.03,
                (ident["eye_w"] - 0.048) / 0.014, (ident["brow_thick"] - 0.012) / 0.014,
