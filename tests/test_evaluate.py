@@ -16,11 +16,14 @@ COMPLETIONS = [
 ]
 
 
+PRESENT = ("AU1", "AU4", "AU12")  # the AUs with a gold positive in SAMPLES
+
+
 @pytest.mark.parametrize("protocol, au_subset, accuracy", [
-    # DISFA's 8 AUs: AU1, AU4, AU12 right (F1 1), AU9 a false positive, the rest absent: 3/8; no emotion
+    # per-AU F1 only over the subset's AUs with a gold positive (AU1, AU4, AU12 where listed)
     ("disfa", AU_SUBSETS["disfa"], None),
     ("bp4d", AU_SUBSETS["bp4d"], None),
-    ("rafau", None, None),                # every AU of the table, no emotion
+    ("rafau", None, None),                # every FACS AU, no emotion
     # 7 classes without Contempt: sample 2 is not scored -> 1 right of 2
     ("fer2013", (), 0.5),
     ("affectnet7", (), 0.5),
@@ -37,7 +40,9 @@ def test_each_protocol_scores_its_subset(protocol, au_subset, accuracy):
     if au_subset == ():
         assert "au_f1" not in m and subset is None
     else:
-        assert list(m["au"]["per_au"]) == list(au_subset or subset)
+        scored = [au for au in (au_subset or subset) if au in PRESENT]
+        assert list(m["au"]["per_au"]) == scored
+        assert m["au"]["excluded_aus"] == [au for au in (au_subset or subset) if au not in PRESENT]
     if accuracy is None:
         assert "accuracy" not in m and classes is None
     else:
@@ -46,7 +51,26 @@ def test_each_protocol_scores_its_subset(protocol, au_subset, accuracy):
 
 
 def test_disfa_mean_is_hand_computed():
-    assert score(SAMPLES, COMPLETIONS, "disfa")["au_f1"] == pytest.approx(3 / 8)
+    # AU1, AU4, AU12 cited exactly where true: F1 1 each. AU9 (a false positive) has no gold
+    # positive, so it is left out of the mean, as the released eval leaves it (not a 0 pulling it down).
+    m = score(SAMPLES, COMPLETIONS, "disfa")
+    assert m["au_f1"] == pytest.approx(1.0) and m["au"]["per_au"] == {"AU1": 1.0, "AU4": 1.0, "AU12": 1.0}
+    assert m["au"]["excluded_aus"] == ["AU2", "AU6", "AU9", "AU25", "AU26"]
+
+
+def test_faba_rege_per_task():
+    samples = [
+        {"AUs": ["AU1"], "labels": [], "description": "brows up (AU1)", "meta_info": {"task": "au"}},
+        {"AUs": None, "labels": ["Happiness"], "description": "a happy smile", "meta_info": {"task": "emotion"}},
+        {"AUs": None, "labels": ["Sadness"], "description": "a sad face", "meta_info": {"task": "emotion"}},
+    ]
+    completions = ["brows up (AU1)", "a happy smile <answer>Happiness</answer>", "x <answer>Anger</answer>"]
+    m = score(samples, completions, "faba")
+    assert m["faba_au"]["n"] == 1 and m["faba_au"]["recognition"] == 1.0 and m["faba_au"]["rouge_l"] == 1.0
+    assert m["faba_au"]["rege"] == pytest.approx(200.0)
+    emo = m["faba_emotion"]
+    assert emo["n"] == 2 and emo["recognition"] == 0.5
+    assert emo["rege"] == pytest.approx(100 * 0.5 + 100 * emo["rouge_l"])
 
 
 def test_rouge_and_rege_use_samples_with_a_reference():

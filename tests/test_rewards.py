@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facial_r1.errors import FacialR1Error
-from facial_r1.rewards import (REWARDS, accuracy_reward, au_f1_reward, au_f1_signed_reward,
+from facial_r1.rewards import (REWARDS, accuracy_reward, au_f1_reward, au_f1_signed_reward, au_rarity_weights,
                                check_reward_columns, format_reward, resolve_rewards)
 
 ANGER = "<think>brows together (AU4), lids tight (AU7)</think><answer>Anger</answer>"
@@ -24,6 +24,8 @@ def test_au_f1_reward(completion, gold, expected):
     (ANGER, ["AU4", "AU7"], 1.0),
     (ANGER, ["AU4"], 2 * (2 / 3) - 1),
     ("<think>calm</think><answer>Anger</answer>", ["AU4"], -1.0),  # nothing cited
+    ("<think>calm</think><answer>Neutral</answer>", [], 0.0),  # empty gold set: 0, as the released au_reward
+    (ANGER, [], 0.0),                                          # ... whatever is cited
     (ANGER, None, None),
 ])
 def test_au_f1_signed_reward(completion, gold, expected):
@@ -35,6 +37,8 @@ def test_au_f1_signed_reward(completion, gold, expected):
     (ANGER, "angry", 1.0),          # a bare string label is normalised
     (ANGER, ["Sadness"], 0.0),
     ("no tags", ["Anger"], 0.0),
+    (ANGER, ["Sadness", "Anger"], 0.0),  # multi-label: the first label is the emotion
+    (ANGER, ["Anger", "Sadness"], 1.0),
     (ANGER, [], None),              # no label -> skipped
     (ANGER, None, None),
 ])
@@ -72,3 +76,45 @@ def test_rewards_bounded_and_subset_never_beats_exact(cited, gold, noise):
     s = au_f1_signed_reward([text], AUs=[gold])[0]
     assert -1.0 <= s <= 1.0
     assert format_reward([text])[0] in (0.0, 1.0)
+
+
+def released_au_reward(cited: set, gold: set) -> float:
+    """Oracle: the released `au_reward` (RobitsG/Facial-R1 grpo_jsonl.py) with beta=1, restated."""
+    if not gold:
+        return 0.0
+    if not cited:
+        return -1.0
+    inter = len(cited & gold)
+    precision, recall = inter / len(cited), inter / len(gold)
+    f = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return 2 * f - 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sets(st.sampled_from(["AU1", "AU2", "AU4", "AU6", "AU12", "AU26", "AU30"])),
+       st.sets(st.sampled_from(["AU1", "AU2", "AU4", "AU6", "AU12", "AU26", "AU30"])))
+def test_au_f1_signed_equals_the_released_reward(cited, gold):
+    text = "<think>" + " ".join(f"({a})" for a in sorted(cited)) + "</think><answer>Fear</answer>"
+    assert au_f1_signed_reward([text], AUs=[sorted(gold)])[0] == pytest.approx(released_au_reward(cited, gold))
+
+
+@pytest.mark.parametrize("au_lists, expected", [
+    # AU1 3 of 4 occurrences, AU2 1: inverse shares 4/3 and 4 -> normalised .25 / .75;
+    # rows .25, .25, 1.0 -> min-max -> 0, 0, 1 -> x10
+    ([["AU1"], ["AU1"], ["AU1", "AU2"]], [0.0, 0.0, 10.0]),
+    # equal shares .5/.5; a row without AUs weighs 0 (raw 0 is the minimum)
+    ([["AU1"], ["AU2"], [], None], [10.0, 10.0, 0.0, 0.0]),
+    # every row the same: min = max, all 0 (the released loader divides by 1 then)
+    ([["AU4"], ["AU4"]], [0.0, 0.0]),
+    # AU1 2, AU2 1, AU4 1 of 4: inverse 2, 4, 4 -> .2, .4, .4; rows .2, .6, .4 -> 0, 1, .5
+    ([["AU1"], ["AU1", "AU2"], ["AU4"]], [0.0, 10.0, 5.0]),
+])
+def test_au_rarity_weights_hand_computed(au_lists, expected):
+    assert au_rarity_weights(au_lists) == pytest.approx(expected, abs=1e-4)
+
+
+def test_reward_weight_column_multiplies_every_reward():
+    w = [0.0, 2.5]
+    assert format_reward([ANGER, ANGER], reward_weight=w) == [0.0, 2.5]
+    assert accuracy_reward([ANGER, ANGER], labels=[["Anger"], []], reward_weight=w) == [0.0, None]
+    assert au_f1_reward([ANGER, ANGER], AUs=[["AU4", "AU7"], ["AU4", "AU7"]], reward_weight=w) == [0.0, 2.5]

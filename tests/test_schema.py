@@ -33,7 +33,10 @@ def test_round_trip_and_normalisation(tmp_path):
 
 @pytest.mark.parametrize("bad, message", [
     ("{not json", "2: invalid JSON"),
-    (sample(9, AUs=["AU3"]), "2: unknown AU 'AU3'"),
+    (sample(9, AUs=["brow"]), "2: malformed AU code 'brow'"),
+    (sample(9, AUs=["AU12x"]), "2: malformed AU code 'AU12x'"),
+    ({**sample(9), "image": "a\x00b.png"}, "2: sample s9: image path .* contains a NUL byte"),
+    ('{"id": "s9", "image": "a\\ud800.png"}', "2: sample s9: image path .* is not valid Unicode"),  # lone surrogate
     (sample(9, labels=["bored"]), "2: unknown emotion label 'bored'"),
     ({"id": "x"}, "2: missing required field"),
     ({**sample(9), "extra": 1}, "2: unknown field"),
@@ -47,6 +50,20 @@ def test_bad_line_names_file_and_line(tmp_path, bad, message):
     report = ReadReport(str(f))
     got = read_jsonl(f, skip_bad=True, report=report)
     assert [s["id"] for s in got] == ["s1", "s3"] and report.n_skipped == 1
+
+
+def test_real_facs_codes_validate_and_unknown_ones_are_counted_not_fatal(tmp_path):
+    f = write_lines(tmp_path / "c.jsonl", [
+        sample(1, AUs=["AU8", "AU19", "AU30", "AU31"]),  # FACS codes the released data uses
+        sample(2, AUs=["L12", "R14B", "au 25", "12B"]),  # sides and intensities
+        sample(3, AUs=["AU3", "AU12", "AU47", "AU3"]),   # AU3/AU47 are not FACS codes: dropped, counted
+        sample(4, AUs=["AU51", "AU62", "AU1"]),          # head/eye codes: known, not scored
+    ])
+    report = ReadReport(str(f))
+    got = read_jsonl(f, report=report)
+    assert [s["AUs"] for s in got] == [["AU8", "AU19", "AU30", "AU31"], ["AU12", "AU14", "AU25"], ["AU12"], ["AU1"]]
+    assert report.unknown_aus == {"AU3": 2, "AU47": 1} and report.not_scored_aus == {"AU51": 1, "AU62": 1}
+    assert report.n_lines == 4 and report.n_skipped == 0
 
 
 def test_image_paths_are_confined(tmp_path):

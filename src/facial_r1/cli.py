@@ -99,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--protocol", default="fea")
     e.add_argument("--out", default="runs/eval")
     e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--max-new-tokens", type=int, default=128)
+    e.add_argument("--max-new-tokens", type=int,
+                   help="default: the checkpoint's trained completion length, at least 256")
+    e.add_argument("--skip-bad", action="store_true",
+                   help="score the good rows of a test file with bad ones (counted in metrics.json)")
+    e.add_argument("--no-stem", dest="stem", action="store_false", help="ROUGE-L without Porter stemming")
     e.add_argument("--judge-url", help="OpenAI-compatible base URL (…/v1) for the LLM-judge score")
     e.add_argument("--judge-model", help="model name to send to the judge endpoint")
     e.add_argument("--judge-key-env", help="environment variable holding the judge's API key")
@@ -193,7 +197,8 @@ def run(args, extra: list[str]) -> int:
         metrics = evaluate.main(args.model, args.data, parse_folders(args.image_folders), args.protocol, args.out,
                                 args.batch_size, args.max_new_tokens, judge_url=args.judge_url,
                                 judge_model=args.judge_model, judge_key_env=args.judge_key_env,
-                                backend=args.backend, landmarker=args.landmarker)
+                                backend=args.backend, landmarker=args.landmarker, skip_bad=args.skip_bad,
+                                stem=args.stem)
         print(evaluate.markdown_table(metrics))
         return 0
     raise FacialR1Error(f"unknown command {args.command}")

@@ -1,8 +1,12 @@
 """Evaluation in the benchmarks' protocols: batched greedy generation, then AU F1 (per AU and
-mean over the protocol's AU subset), emotion accuracy / macro-F1 / UAR, ROUGE-L, REGE,
-format rate.
+mean over the protocol's AU subset, AUs with gold positives only), emotion accuracy / macro-F1 /
+UAR, ROUGE-L (stemmed), REGE (per task for FABA), format rate.
 
     facial-r1 eval --model CKPT --data test.jsonl --image-folders DIR --protocol synfacs --out DIR
+
+Every input row is accounted for in metrics.json: `n_input` rows read, `n_scored` generated and
+scored, `skipped` by reason. A test file with bad rows (schema errors, missing or unreadable
+images) is an error unless `--skip-bad` is given. The emotion of a row is its first label.
 """
 
 from __future__ import annotations
@@ -11,17 +15,17 @@ import json
 import logging
 from pathlib import Path
 
-from facial_r1.data.schema import load_image, read_samples_with_images, write_jsonl
+from facial_r1.data.schema import ReadReport, load_image, read_samples_with_images, write_jsonl
 from facial_r1.data.synfacs import RENDERED_AUS
 from facial_r1.errors import FacialR1Error
-from facial_r1.facs import AU_SUBSETS, AU_TABLE, EMOTIONS, LABEL_ORDERS
+from facial_r1.facs import AU_SUBSETS, EMOTIONS, LABEL_ORDERS
 from facial_r1.metrics import au_metrics, emotion_metrics, rege, rouge_l
 from facial_r1.parse import parse_completion
 from facial_r1.prompts import analysis_prompt
 
 log = logging.getLogger(__name__)
 
-_ALL_AUS = tuple(AU_TABLE)
+_ALL_AUS = AU_SUBSETS["all"]
 _SEVEN = tuple(e for e in EMOTIONS if e != "Contempt")
 # protocol -> (AU subset scored, emotion classes scored); None = that task is not scored.
 PROTOCOLS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
@@ -65,7 +69,7 @@ def predict(model, processor, samples: list[dict], prompt_style: str = "full", b
     return out
 
 
-def score(samples: list[dict], completions: list[str], protocol: str = "fea") -> dict:
+def score(samples: list[dict], completions: list[str], protocol: str = "fea", stem: bool = True) -> dict:
     """Corpus metrics of completions against the samples' AUs, labels and descriptions."""
     if protocol not in PROTOCOLS:
         raise FacialR1Error(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
@@ -73,24 +77,52 @@ def score(samples: list[dict], completions: list[str], protocol: str = "fea") ->
     parsed = [parse_completion(c) for c in completions]
     result: dict = {"protocol": protocol, "n": len(samples),
                     "format_rate": sum(a.format_valid for a in parsed) / max(1, len(parsed))}
+    rows = list(zip(parsed, completions, samples, strict=True))
     if au_subset is not None:
-        pairs = [(set(a.aus), set(s["AUs"])) for a, s in zip(parsed, samples, strict=True) if s["AUs"] is not None]
-        if pairs:
-            result["au"] = au_metrics([p for p, _ in pairs], [g for _, g in pairs], au_subset)
+        au_rows = [r for r in rows if r[2]["AUs"] is not None]
+        result["n_au"] = len(au_rows)
+        if au_rows:
+            result["au"] = au_metrics([set(a.aus) for a, _, _ in au_rows], [set(s["AUs"]) for _, _, s in au_rows], au_subset)
             result["au_f1"] = result["au"]["mean_f1"]
     if classes is not None:
-        pairs = [(a.answer, s["labels"][0]) for a, s in zip(parsed, samples, strict=True)
-                 if s["labels"] and s["labels"][0] in classes]
-        if pairs:
-            result["emotion"] = emotion_metrics([p for p, _ in pairs], [g for _, g in pairs], classes)
+        labelled = [r for r in rows if r[2]["labels"]]
+        emo_rows = [r for r in labelled if r[2]["labels"][0] in classes]
+        result["n_emotion"] = len(emo_rows)
+        result["label_outside_protocol"] = len(labelled) - len(emo_rows)
+        if emo_rows:
+            result["emotion"] = emotion_metrics([a.answer for a, _, _ in emo_rows], [s["labels"][0] for _, _, s in emo_rows],
+                                                classes)
             result["accuracy"] = result["emotion"]["accuracy"]
-    refs = [(c, s["description"]) for c, s in zip(completions, samples, strict=True) if s["description"]]
+    refs = [(c, s["description"]) for _, c, s in rows if s["description"]]
     if refs:
-        result["rouge_l"] = rouge_l([c for c, _ in refs], [r for _, r in refs])
+        result["rouge_l"] = rouge_l([c for c, _ in refs], [r for _, r in refs], stem)
         recognition = result.get("accuracy", result.get("au_f1"))
         if recognition is not None:
             result["rege"] = rege(recognition, result["rouge_l"])
+    if protocol == "faba":
+        result.update(faba_rege(rows, au_subset, stem))
     return result
+
+
+def faba_rege(rows: list[tuple], au_subset, stem: bool = True) -> dict:
+    """FABA-Bench's two tasks scored apart, as its tables report them: the emotion task
+    (accuracy + ROUGE-L on the emotion rows) and the AU task (mean AU F1 + ROUGE-L on the AU
+    rows). A row's task is `meta_info.task` (the faba converter sets it), else AU when it has AUs."""
+    def task(sample):
+        return (sample.get("meta_info") or {}).get("task") or ("au" if sample["AUs"] is not None else "emotion")
+
+    out = {}
+    emo = [(a, c, s) for a, c, s in rows if task(s) == "emotion" and s["labels"] and s["description"]]
+    if emo:
+        acc = sum(a.answer == s["labels"][0] for a, _, s in emo) / len(emo)
+        rl = rouge_l([c for _, c, _ in emo], [s["description"] for _, _, s in emo], stem)
+        out["faba_emotion"] = {"n": len(emo), "recognition": acc, "rouge_l": rl, "rege": rege(acc, rl)}
+    au = [(a, c, s) for a, c, s in rows if task(s) == "au" and s["AUs"] is not None and s["description"]]
+    if au:
+        f1 = au_metrics([set(a.aus) for a, _, _ in au], [set(s["AUs"]) for _, _, s in au], au_subset)["mean_f1"]
+        rl = rouge_l([c for _, c, _ in au], [s["description"] for _, _, s in au], stem)
+        out["faba_au"] = {"n": len(au), "recognition": f1, "rouge_l": rl, "rege": rege(f1, rl)}
+    return out
 
 
 def markdown_table(metrics: dict) -> str:
@@ -139,16 +171,24 @@ def confusion_png(metrics: dict, path: Path) -> Path | None:
 
 
 def main(model: str, data: str, image_folders: list[str], protocol: str, out: str, batch_size: int = 16,
-         max_new_tokens: int = 128, prompt_style: str | None = None, judge_url: str | None = None,
+         max_new_tokens: int | None = None, prompt_style: str | None = None, judge_url: str | None = None,
          judge_model: str | None = None, judge_key_env: str | None = None, backend: str = "vlm",
-         landmarker: str | None = None) -> dict:
+         landmarker: str | None = None, skip_bad: bool = False, stem: bool = True) -> dict:
     """Evaluate a checkpoint (`backend="vlm"`) or the landmark AU analyser (`"landmarks"`, the
-    baseline row: no model) on `data`; writes predictions, metrics and plots under `out`."""
+    baseline row: no model) on `data`; writes predictions, metrics and plots under `out`.
+
+    `max_new_tokens=None` takes the checkpoint's trained completion length, at least 256 (the
+    released eval's budget), so a real model's reasoning is not cut short."""
     from facial_r1 import models
 
     if protocol not in PROTOCOLS:
         raise FacialR1Error(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
-    samples, problems = read_samples_with_images(data, image_folders, skip_bad=True)
+    report = ReadReport(str(data))
+    samples, problems = read_samples_with_images(data, image_folders, skip_bad=True, report=report)
+    if problems and not skip_bad:
+        shown = "\n  ".join(problems[:10])
+        raise FacialR1Error(f"{data}: {len(problems)} of {report.n_lines} rows cannot be scored "
+                            f"({dict(report.skipped)}); fix them or pass --skip-bad:\n  {shown}")
     for p in problems:
         log.warning("skipped: %s", p)
     if backend not in ("vlm", "landmarks") or (backend == "vlm" and not model):
@@ -165,14 +205,20 @@ def main(model: str, data: str, image_folders: list[str], protocol: str, out: st
         else:
             net, processor = models.load(model)
             net.to(state.device)
+            settings = models.read_prompt_settings(model)
             if prompt_style is None:  # use the prompt the checkpoint was trained with
-                prompt_style = models.read_prompt_settings(model)["prompt"]
+                prompt_style = settings["prompt"]
+            if max_new_tokens is None:
+                max_new_tokens = max(256, settings.get("max_new_tokens") or 0)
             completions = predict(net, processor, mine, prompt_style, batch_size, max_new_tokens)
     if state.num_processes > 1:
         completions = gather_object(completions)  # concatenated in process order = input order
+    accounting = {"n_input": report.n_lines, "n_scored": len(samples), "skipped": dict(report.skipped),
+                  "dropped_au_codes": {"unknown": dict(report.unknown_aus), "not_scored": dict(report.not_scored_aus)}}
     if not state.is_main_process:
-        return score(samples, completions, protocol)
-    metrics = score(samples, completions, protocol)
+        return {**score(samples, completions, protocol, stem), **accounting}
+    metrics = {**score(samples, completions, protocol, stem), **accounting,
+               "max_new_tokens": max_new_tokens, "rouge_stemming": stem}
     if judge_url:
         from facial_r1.judge import judge_scores
 

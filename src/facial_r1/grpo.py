@@ -25,7 +25,7 @@ from facial_r1.config import StageRun, load_stage_config
 from facial_r1.data.mixture import load_mixture
 from facial_r1.errors import FacialR1Error
 from facial_r1.prompts import prompt_for, user_message
-from facial_r1.rewards import check_reward_columns, resolve_rewards
+from facial_r1.rewards import au_rarity_weights, check_reward_columns, resolve_rewards
 from facial_r1.training import TimeLimit, has_checkpoint
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ class GRPORun(StageRun):
     # the same rewards. It keeps the tiny model's guided-prompt skill from drifting in GRPO, and
     # teaches it to cite what it is told (an instruction-tuned model does that already; 0 = off).
     guided_fraction: float = 0.0
+    # The released trainer's per-sample AU-rarity weighting (rewards.au_rarity_weights, per data
+    # set): rows whose gold AUs are rare weigh up to 10x; the commonest weigh 0. Off by default.
+    au_rarity_weighting: bool = False
 
 
 def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
@@ -56,7 +59,7 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
     prompt_style = run.prompt
     if prompt_style is None:
         prompt_style = models.read_prompt_settings(run.model)["prompt"]
-    dataset = grpo_dataset(samples, prompt_style, run.guided_fraction, args.seed)
+    dataset = grpo_dataset(samples, prompt_style, run.guided_fraction, args.seed, run.au_rarity_weighting)
     check_reward_columns(run.rewards, dataset.column_names, ", ".join(map(str, run.data_paths)))
     log.info("GRPO on %d prompts, rewards %s with weights %s", len(dataset), run.rewards, weights)
 
@@ -70,15 +73,18 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
         callbacks=[TimeLimit(run.max_train_minutes)] if run.max_train_minutes else None,
     )
     trainer.train(resume_from_checkpoint=has_checkpoint(args.output_dir, resume) or None)
-    models.save_trained(trainer, processor, args.output_dir, prompt_style)
+    models.save_trained(trainer, processor, args.output_dir, prompt_style, args.max_completion_length)
     log.info("GRPO model saved to %s", args.output_dir)
     return Path(args.output_dir)
 
 
-def grpo_dataset(samples: list[dict], prompt_style: str = "full", guided_fraction: float = 0.0, seed: int = 0):
+def grpo_dataset(samples: list[dict], prompt_style: str = "full", guided_fraction: float = 0.0, seed: int = 0,
+                 au_rarity_weighting: bool = False):
     """Prompt-only rows (TRL puts the `image` column into the user turn) plus the label
     columns. A sample's missing labels stay None, so the rewards that need them skip it.
-    A seeded `guided_fraction` of the samples with AUs and a label get the guided prompt."""
+    A seeded `guided_fraction` of the samples with AUs and a label get the guided prompt.
+    With `au_rarity_weighting`, a `reward_weight` column (per data set, as the released trainer
+    weighs per file) multiplies every reward of the row."""
     import random
 
     from datasets import Dataset, Image
@@ -86,6 +92,11 @@ def grpo_dataset(samples: list[dict], prompt_style: str = "full", guided_fractio
     rng = random.Random(seed)
     rows = [{"prompt": user_message(prompt_for(s, prompt_style, guided_fraction, rng)), "image": s["image_path"],
              "AUs": s["AUs"], "labels": s["labels"] or None, "id": s["id"]} for s in samples]
+    if au_rarity_weighting:
+        for name in sorted({s["dataset"] for s in samples}):
+            group = [i for i, s in enumerate(samples) if s["dataset"] == name]
+            for i, w in zip(group, au_rarity_weights([samples[i]["AUs"] for i in group]), strict=True):
+                rows[i]["reward_weight"] = w
     # A label column no sample fills is absent (e.g. FER2013 has no AUs): a reward that
     # needs it would skip every sample, so check_reward_columns stops the run instead.
     empty = [c for c in ("AUs", "labels") if all(r[c] is None for r in rows)]

@@ -1,10 +1,16 @@
-"""Corpus-level metrics as the FEA benchmarks report them.
+"""Corpus-level metrics in the literature's conventions.
 
-- AU F1: binary F1 per AU over the test set, then the unweighted mean over the benchmark's
-  AU subset (DISFA 8 AUs, BP4D 12, FABA 12); micro F1 pools all (sample, AU) decisions.
-- Emotion: accuracy, macro-F1, UAR (unweighted average recall), confusion matrix.
-- ROUGE-L F via the rouge-score package.
-- REGE (FABA-Bench / EmoLA): recognition score x100 + ROUGE-L F x100.
+- AU F1: binary F1 per AU over the test set (sklearn's `f1_score(average=None,
+  zero_division=0)`), then the unweighted mean over the AUs of the benchmark's subset that have
+  at least one gold positive in the test set, as Facial-R1's released eval does
+  (src/eval/eval_emotion.py, `multilabel_metrics`: `f1_each[valid_mask].mean()`); the AUs left
+  out are listed. Micro F1 pools all (sample, AU) decisions of the subset.
+- Emotion: accuracy; macro-F1 over the protocol's classes as `f1_score(labels=classes,
+  average="macro", zero_division=0)` computes it (a class with no support and no prediction
+  counts 0); UAR over classes with support; confusion matrix.
+- ROUGE-L F via rouge-score: its tokenizer lowercases and splits on non-alphanumerics (so the
+  tags' words count as tokens), with the Porter stemmer by default, as the released eval runs it.
+- REGE (FABA-Bench / EmoLA): recognition score x100 + ROUGE-L F x100, per task.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from rouge_score import rouge_scorer
 
 
 def per_au_f1(pred: Sequence[set[str]], gold: Sequence[set[str]], aus: Sequence[str]) -> dict[str, float]:
-    """Binary F1 of each AU over the corpus (0.0 when an AU has no positives at all)."""
+    """Binary F1 of each AU over the corpus (0.0 when it is undefined, as zero_division=0)."""
     table = {}
     for au in aus:
         tp = sum(au in p and au in g for p, g in zip(pred, gold, strict=True))
@@ -26,14 +32,22 @@ def per_au_f1(pred: Sequence[set[str]], gold: Sequence[set[str]], aus: Sequence[
 
 
 def au_metrics(pred: Sequence[set[str]], gold: Sequence[set[str]], aus: Sequence[str]) -> dict:
-    """{'per_au': {AU: F1}, 'mean_f1': macro mean over `aus`, 'micro_f1': pooled F1}."""
-    table = per_au_f1(pred, gold, aus)
+    """{'per_au': {AU: F1} for the AUs of `aus` with a gold positive, 'mean_f1': their mean,
+    'excluded_aus': the AUs of `aus` without one, 'micro_f1': pooled F1 over `aus`}.
+
+    >>> m = au_metrics([{"AU1"}, {"AU2"}], [{"AU1"}, set()], ["AU1", "AU2", "AU4"])
+    >>> m["per_au"], m["mean_f1"], m["excluded_aus"]
+    ({'AU1': 1.0}, 1.0, ['AU2', 'AU4'])
+    """
+    present = [au for au in aus if any(au in g for g in gold)]
+    table = per_au_f1(pred, gold, present)
     tp = sum(len(p & g & set(aus)) for p, g in zip(pred, gold, strict=True))
     n_pred = sum(len(p & set(aus)) for p in pred)
     n_gold = sum(len(g & set(aus)) for g in gold)
     micro = 2 * tp / (n_pred + n_gold) if n_pred + n_gold else 0.0
     mean = sum(table.values()) / len(table) if table else 0.0
-    return {"per_au": table, "mean_f1": mean, "micro_f1": micro}
+    return {"per_au": table, "mean_f1": mean, "micro_f1": micro,
+            "excluded_aus": [au for au in aus if au not in table]}
 
 
 def emotion_metrics(pred: Sequence[str | None], gold: Sequence[str], classes: Sequence[str]) -> dict:
@@ -55,8 +69,7 @@ def emotion_metrics(pred: Sequence[str | None], gold: Sequence[str], classes: Se
         tp = confusion[i][i]
         if support:
             recalls.append(tp / support)
-        if support or predicted:
-            f1s.append(2 * tp / (support + predicted))
+        f1s.append(2 * tp / (support + predicted) if support + predicted else 0.0)
     return {
         "accuracy": correct / n if n else 0.0,
         "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0,
@@ -66,17 +79,22 @@ def emotion_metrics(pred: Sequence[str | None], gold: Sequence[str], classes: Se
     }
 
 
-_ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+_ROUGE = {stem: rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem) for stem in (True, False)}
 
 
-def rouge_l_each(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-    """ROUGE-L F-measure of each pair (rouge-score's tokenizer, no stemming)."""
-    return [_ROUGE.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
+def rouge_l_each(predictions: Sequence[str], references: Sequence[str], stem: bool = True) -> list[float]:
+    """ROUGE-L F-measure of each pair (rouge-score's tokenizer; Porter stemming unless `stem=False`).
+
+    >>> rouge_l_each(["brows lowered"], ["brow lowering"]), rouge_l_each(["brows lowered"], ["brow lowering"], stem=False)
+    ([1.0], [0.0])
+    """
+    scorer = _ROUGE[stem]
+    return [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
+def rouge_l(predictions: Sequence[str], references: Sequence[str], stem: bool = True) -> float:
     """Mean ROUGE-L F-measure over pairs."""
-    scores = rouge_l_each(predictions, references)
+    scores = rouge_l_each(predictions, references, stem)
     return sum(scores) / len(scores) if scores else 0.0
 
 

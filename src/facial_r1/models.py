@@ -326,21 +326,24 @@ def vllm_generator(model: str, processor, vllm_args: dict | None = None):
 PROMPT_SETTINGS = "facial_r1_prompt.json"
 
 
-def save_trained(trainer, processor, out: str | Path, prompt_style: str) -> Path:
-    """End of a training stage: weights, processor, prompt settings and the log history
-    (`trainer_state.json`, read by the pipeline's report), all loadable from `out`."""
+def save_trained(trainer, processor, out: str | Path, prompt_style: str, max_new_tokens: int | None = None) -> Path:
+    """End of a training stage: weights, processor, prompt settings (with the completion length
+    it was trained to write, when the stage has one) and the log history (`trainer_state.json`,
+    read by the pipeline's report), all loadable from `out`."""
     trainer.save_model(str(out))
     processor.save_pretrained(str(out))
-    write_prompt_settings(out, prompt_style)
+    write_prompt_settings(out, prompt_style, max_new_tokens)
     trainer.state.save_to_json(str(Path(out) / "trainer_state.json"))
     return Path(out)
 
 
-def write_prompt_settings(out: str | Path, prompt_style: str) -> None:
-    """Record in a checkpoint which analysis prompt it was trained with (eval/inference reuse it)."""
+def write_prompt_settings(out: str | Path, prompt_style: str, max_new_tokens: int | None = None) -> None:
+    """Record in a checkpoint which analysis prompt it was trained with and, after GRPO, how long a
+    completion it learned to write (eval/inference reuse both)."""
     import json
 
-    (Path(out) / PROMPT_SETTINGS).write_text(json.dumps({"prompt": prompt_style}))
+    settings = {"prompt": prompt_style} | ({"max_new_tokens": max_new_tokens} if max_new_tokens else {})
+    (Path(out) / PROMPT_SETTINGS).write_text(json.dumps(settings))
 
 
 def process_state():

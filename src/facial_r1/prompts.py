@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from facial_r1.errors import FacialR1Error
-from facial_r1.facs import AU_TABLE, EMOTIONS
+from facial_r1.facs import AU_TABLE, EMOTIONS, PROMPT_AUS
 
 DEFAULT_QUESTION = "What emotion does this face show?"
 
 
 def au_definitions() -> str:
-    return "\n".join(f"{au.code} {au.name}: {au.look}." for au in AU_TABLE.values())
+    """The glossary of the "full" prompt: the AUs Facial-R1's released prompt defines."""
+    return "\n".join(f"{au.code} {au.name}: {au.look}." for au in (AU_TABLE[c] for c in PROMPT_AUS))
 
 
 # How much the analysis prompt spells out. "full": the question, the output requirements and

@@ -4,10 +4,16 @@ apply to that sample; TRL skips it rather than scoring 0).
 
 R = R_AU + R_acc + R_format (Facial-R1, equal weights). Configs pick them by name:
 ``reward_funcs: [au_f1, accuracy, format]`` with optional ``reward_weights``.
+
+A row's emotion is its first label (the project's one multi-label rule, as the released
+trainer's ``solution = labels[0]``). When the dataset has a ``reward_weight`` column (GRPO's
+``au_rarity_weighting``, off by default), every reward of that row is multiplied by it, as the
+released trainer multiplies each reward by its per-sample AU-rarity weight.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from facial_r1.errors import FacialR1Error
@@ -15,35 +21,34 @@ from facial_r1.facs import try_normalize_au, try_normalize_emotion
 from facial_r1.parse import completion_text, parse_completion
 
 
-def format_reward(completions, **kwargs) -> list[float]:
+def format_reward(completions, reward_weight=None, **kwargs) -> list[float]:
     """1.0 for exactly one think block followed by one answer block, else 0.0.
 
     >>> format_reward(["<think>lips up (AU12)</think><answer>Happiness</answer>", "Happy"])
     [1.0, 0.0]
     """
-    return [float(parse_completion(completion_text(c)).format_valid) for c in completions]
+    return weighted([float(parse_completion(completion_text(c)).format_valid) for c in completions], reward_weight)
 
 
-def accuracy_reward(completions, labels=None, **kwargs) -> list[float | None]:
-    """1.0 when the answer is the sample's emotion label, 0.0 if not, None without a label.
+def accuracy_reward(completions, labels=None, reward_weight=None, **kwargs) -> list[float | None]:
+    """1.0 when the answer is the sample's emotion (its first label), 0.0 if not, None without one.
 
-    >>> accuracy_reward(["<answer>happy</answer>", "<answer>Sadness</answer>", "x"],
-    ...                 labels=[["Happiness"], "Happiness", []])
-    [1.0, 0.0, None]
+    >>> accuracy_reward(["<answer>happy</answer>", "<answer>Sadness</answer>", "<answer>Fear</answer>", "x"],
+    ...                 labels=[["Happiness"], "Happiness", ["Sadness", "Fear"], []])
+    [1.0, 0.0, 0.0, None]
     """
     labels = labels if labels is not None else [None] * len(completions)
     out: list[float | None] = []
     for completion, gold in zip(completions, labels, strict=True):
-        gold_set = gold_emotions(gold)
-        if not gold_set:
+        emotion = gold_emotion(gold)
+        if emotion is None:
             out.append(None)
             continue
-        answer = parse_completion(completion_text(completion)).answer
-        out.append(float(answer in gold_set))
-    return out
+        out.append(float(parse_completion(completion_text(completion)).answer == emotion))
+    return weighted(out, reward_weight)
 
 
-def au_f1_reward(completions, AUs=None, **kwargs) -> list[float | None]:  # noqa: N803 (FEA column name)
+def au_f1_reward(completions, AUs=None, reward_weight=None, **kwargs) -> list[float | None]:  # noqa: N803
     """F1 between the AUs cited in the reasoning and the gold AUs; None without AU labels.
 
     >>> au_f1_reward(["(AU4) (AU7)", "(AU4) (AU9)", "nothing"], AUs=[["AU4", "AU7"], ["AU4"], None])
@@ -57,25 +62,52 @@ def au_f1_reward(completions, AUs=None, **kwargs) -> list[float | None]:  # noqa
             continue
         cited = set(parse_completion(completion_text(completion)).aus)
         out.append(set_f1(cited, gold_aus(gold)))
-    return out
+    return weighted(out, reward_weight)
 
 
-def au_f1_signed_reward(completions, AUs=None, **kwargs) -> list[float | None]:  # noqa: N803
-    """The AU reward of Facial-R1's released code: 2*F1 - 1, and -1 when no AU is cited.
+def au_f1_signed_reward(completions, AUs=None, reward_weight=None, **kwargs) -> list[float | None]:  # noqa: N803
+    """The AU reward of Facial-R1's released trainer (`au_reward` in grpo_jsonl.py): 0 when the
+    gold set is empty, -1 when no AU is cited, else 2*F1 - 1.
 
-    >>> au_f1_signed_reward(["(AU4) (AU7)", "no units", "(AU9)"], AUs=[["AU4", "AU7"], ["AU4"], ["AU4"]])
-    [1.0, -1.0, -1.0]
+    >>> au_f1_signed_reward(["(AU4) (AU7)", "no units", "(AU9)", "no units", "(AU4)"],
+    ...                     AUs=[["AU4", "AU7"], ["AU4"], ["AU4"], [], []])
+    [1.0, -1.0, -1.0, 0.0, 0.0]
     """
-    f1s = au_f1_reward(completions, AUs=AUs)
+    AUs = AUs if AUs is not None else [None] * len(completions)
     out: list[float | None] = []
-    for completion, f1 in zip(completions, f1s, strict=True):
-        if f1 is None:
+    for completion, gold in zip(completions, AUs, strict=True):
+        if gold is None:
             out.append(None)
-        elif not parse_completion(completion_text(completion)).aus:
-            out.append(-1.0)
-        else:
-            out.append(2.0 * f1 - 1.0)
-    return out
+            continue
+        gold_set, cited = gold_aus(gold), set(parse_completion(completion_text(completion)).aus)
+        out.append(0.0 if not gold_set else -1.0 if not cited else 2.0 * set_f1(cited, gold_set) - 1.0)
+    return weighted(out, reward_weight)
+
+
+def weighted(rewards: list, weights) -> list:
+    """Each reward times its row's weight (None stays None); no weights column: unchanged."""
+    if weights is None:
+        return rewards
+    return [None if r is None else r * float(w) for r, w in zip(rewards, weights, strict=True)]
+
+
+def au_rarity_weights(au_lists: Sequence[Sequence[str] | None], scale: float = 10.0, eps: float = 1e-6) -> list[float]:
+    """Per-row weights of the released trainer's AU-rarity weighting (`compute_au_weights` and the
+    loader of grpo_jsonl.py): an AU's weight is 1 / (its share of all AU occurrences + eps),
+    normalised to sum 1; a row's raw weight is the sum over its gold AUs; raw weights are
+    min-max normalised over the rows given (one data file) and multiplied by `scale` (10).
+
+    >>> au_rarity_weights([["AU1"], ["AU1"], ["AU1", "AU2"]])
+    [0.0, 0.0, 10.0]
+    """
+    counts = Counter(au for aus in au_lists for au in (aus or []))
+    total = sum(counts.values())
+    inverse = {au: 1.0 / (n / total + eps) for au, n in counts.items()}
+    norm = sum(inverse.values()) or 1.0
+    raw = [sum(inverse[au] / norm for au in (aus or [])) for aus in au_lists]
+    low, high = min(raw, default=0.0), max(raw, default=0.0)
+    span = high - low if high > low else 1.0
+    return [scale * (r - low) / span for r in raw]
 
 
 def set_f1(predicted: set[str], gold: set[str]) -> float:
@@ -95,12 +127,15 @@ def gold_aus(value) -> set[str]:
     return {au for au in (try_normalize_au(v) for v in (value or [])) if au is not None}
 
 
-def gold_emotions(value) -> set[str]:
-    """The gold emotion set from a `labels` value: a name, a list of names, or None."""
-    if value is None:
-        return set()
-    values = [value] if isinstance(value, str) else list(value)
-    return {e for e in (try_normalize_emotion(v) for v in values) if e is not None}
+def gold_emotion(value) -> str | None:
+    """A row's emotion from its `labels` value (a name or a list): the first label, normalised.
+
+    >>> gold_emotion(["sad", "Fear"]), gold_emotion("happy"), gold_emotion([])
+    ('Sadness', 'Happiness', None)
+    """
+    if not value:
+        return None
+    return try_normalize_emotion(value if isinstance(value, str) else list(value)[0])
 
 
 RewardFn = Callable[..., list]

@@ -58,8 +58,10 @@ def corpus_metrics(faces: FaceTable, weights: np.ndarray) -> dict[str, np.ndarra
     tp, fp, fn = weights @ faces.tp, weights @ faces.fp, weights @ faces.fn  # (R, AUs)
     denom = 2 * tp + fp + fn
     per_au = np.divide(2 * tp, denom, out=np.zeros(denom.shape), where=denom > 0)
+    present = (tp + fn) > 0  # the mean runs over AUs with a gold positive, as in metrics.au_metrics
+    au_f1 = np.divide((per_au * present).sum(1), present.sum(1), out=np.zeros(len(tp)), where=present.sum(1) > 0)
     n = weights.sum(1)
-    return {"au_f1": per_au.mean(1), "accuracy": weights @ faces.correct / n, "rouge_l": weights @ faces.rouge / n,
+    return {"au_f1": au_f1, "accuracy": weights @ faces.correct / n, "rouge_l": weights @ faces.rouge / n,
             "format_rate": weights @ faces.valid / n}
 
 

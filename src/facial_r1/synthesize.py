@@ -30,7 +30,7 @@ from facial_r1.data.schema import load_image, read_samples_with_images, write_js
 from facial_r1.errors import FacialR1Error
 from facial_r1.parse import parse_completion
 from facial_r1.prompts import guided_prompt
-from facial_r1.rewards import gold_aus, gold_emotions, set_f1
+from facial_r1.rewards import gold_aus, gold_emotion, set_f1
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def check(text: str, sample: dict, qc: QualityControl, kept: Dedup) -> dict[str,
     if set_f1(set(a.aus), true_aus) < qc.au_f1_min:
         faults["aus"] = (f"you cited {', '.join(a.aus) or 'no AU'} but the face shows "
                          f"{', '.join(sorted(true_aus, key=lambda x: int(x[2:]))) or 'no AU'}")
-    if a.answer not in gold_emotions(sample["labels"]):
+    if a.answer != gold_emotion(sample["labels"]):
         faults["emotion"] = f"you answered {a.answer_text or 'nothing'} but the emotion is {sample['labels'][0]}"
     words = [w for w in qc.contradiction_words if re.search(rf"\b{re.escape(w)}\b", a.reasoning, re.IGNORECASE)]
     if words:

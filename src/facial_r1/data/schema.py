@@ -7,11 +7,16 @@ A sample has exactly these fields::
     image       str, path relative to one of the --image-folders
     question    str, the question asked about the face
     AUs         list of AU codes ("AU4"), or null when the sample has no AU labels
-    labels      list of canonical emotions (usually one), [] when unlabelled
+    labels      list of canonical emotions, [] when unlabelled. The FIRST is the sample's
+                emotion: rewards, synthesis QC, eval and the guided prompt all score against it
+                (as Facial-R1's released trainer does with labels[0]); the rest is kept as data.
     description str, AU-grounded reasoning "<think>..</think><answer>..</answer>", or ""
     meta_info   dict, anything else (subject id, intensities, provenance)
 
-`read_jsonl` normalises AU names and emotion labels; every error names FILE:LINE.
+`read_jsonl` normalises AU names and emotion labels; every error names FILE:LINE. AU codes
+come in any form datasets write (`AU12`, `au 12`, `12`, `L12`, `R14B`); a well-formed code the
+FACS manual lacks (AU3, AU47) and the head/eye codes (AU51..AU66) are dropped from the row and
+counted per file in the `ReadReport`; a malformed code is an error.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import logging
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +34,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from facial_r1.errors import FacialR1Error, ImageError
-from facial_r1.facs import normalize_au, normalize_emotion, sort_aus
+from facial_r1.facs import normalize_emotion, parse_au_code, sort_aus
 from facial_r1.prompts import DEFAULT_QUESTION
 
 log = logging.getLogger(__name__)
@@ -43,16 +49,21 @@ class ReadReport:
     path: str
     n_read: int = 0
     errors: list[str] = field(default_factory=list)  # "FILE:LINE: what"
+    n_lines: int = 0  # non-blank lines: every row the file offers
+    skipped: Counter = field(default_factory=Counter)  # reason -> rows skipped (with skip_bad)
+    unknown_aus: Counter = field(default_factory=Counter)  # well-formed codes FACS lacks, dropped
+    not_scored_aus: Counter = field(default_factory=Counter)  # head/eye codes, dropped
 
     @property
     def n_skipped(self) -> int:
         return len(self.errors)
 
 
-def normalize_sample(raw: object) -> dict:
+def normalize_sample(raw: object, report: ReadReport | None = None) -> dict:
     """Check one decoded JSON object against the schema; return it normalised.
 
     Raises FacialR1Error with a message saying what is wrong (no location; callers add it).
+    AU codes outside the scored FACS table are dropped and counted in `report`.
     """
     if not isinstance(raw, dict):
         raise FacialR1Error(f"expected a JSON object, got {type(raw).__name__}")
@@ -65,6 +76,7 @@ def normalize_sample(raw: object) -> dict:
     for name in ("id", "image"):
         if not isinstance(raw[name], str):
             raise FacialR1Error(f"field {name!r} must be a string")
+    check_path_text(raw["image"], raw["id"])
     aus = raw.get("AUs")
     if aus is not None and not isinstance(aus, list):
         raise FacialR1Error("field 'AUs' must be a list or null")
@@ -84,11 +96,33 @@ def normalize_sample(raw: object) -> dict:
         "dataset": str(raw.get("dataset") or ""),
         "image": raw["image"],
         "question": str(raw.get("question") or DEFAULT_QUESTION),
-        "AUs": None if aus is None else sort_aus(normalize_au(a) for a in aus),
+        "AUs": None if aus is None else normalize_aus(aus, report),
         "labels": list(dict.fromkeys(normalize_emotion(lab) for lab in labels)),
         "description": description,
         "meta_info": meta,
     }
+
+
+def normalize_aus(values: list, report: ReadReport | None = None) -> list[str]:
+    """The scored FACS AUs of a row's `AUs` list; other well-formed codes are counted and dropped."""
+    kept = []
+    for value in values:
+        code = parse_au_code(value)
+        if code.kind == "au":
+            kept.append(code.code)
+        elif report is not None:
+            (report.unknown_aus if code.kind == "unknown" else report.not_scored_aus)[code.code] += 1
+    return sort_aus(kept)
+
+
+def check_path_text(image: str, sample_id: object) -> None:
+    """An `image` field must be a path the file system can take: no NUL, no unpaired surrogate."""
+    if "\x00" in image:
+        raise FacialR1Error(f"sample {sample_id}: image path {image!r} contains a NUL byte")
+    try:
+        image.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FacialR1Error(f"sample {sample_id}: image path {image!r} is not valid Unicode") from None
 
 
 def read_jsonl(path: str | Path, skip_bad: bool = False, report: ReadReport | None = None) -> list[dict]:
@@ -106,12 +140,13 @@ def read_jsonl(path: str | Path, skip_bad: bool = False, report: ReadReport | No
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
+            report.n_lines += 1
             try:
                 try:
                     raw = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise FacialR1Error(f"invalid JSON ({e.msg} at column {e.colno})") from None
-                sample = normalize_sample(raw)
+                sample = normalize_sample(raw, report)
                 if sample["id"] in seen:
                     raise FacialR1Error(f"duplicate id {sample['id']!r} (first on line {seen[sample['id']]})")
             except FacialR1Error as e:
@@ -119,12 +154,17 @@ def read_jsonl(path: str | Path, skip_bad: bool = False, report: ReadReport | No
                 if not skip_bad:
                     raise FacialR1Error(message) from None
                 report.errors.append(message)
+                report.skipped["bad_row"] += 1
                 continue
             seen[sample["id"]] = lineno
             samples.append(sample)
     report.n_read = len(samples)
     if report.errors:
         log.warning("%s: skipped %d bad line(s)", path, len(report.errors))
+    if report.unknown_aus:
+        log.warning("%s: dropped AU codes the FACS manual lacks: %s", path, dict(report.unknown_aus))
+    if report.not_scored_aus:
+        log.info("%s: dropped head/eye codes (not scored): %s", path, dict(report.not_scored_aus))
     return samples
 
 
@@ -154,6 +194,7 @@ def resolve_image(image: str, image_folders: Sequence[str | Path], sample_id: st
     """
     if not image_folders:
         raise FacialR1Error(f"sample {sample_id}: no --image-folders given")
+    check_path_text(image, sample_id)
     if os.path.isabs(image) or Path(image).drive:
         raise FacialR1Error(f"sample {sample_id}: image path {image!r} is absolute; it must be relative to --image-folders")
     for folder in image_folders:
@@ -195,14 +236,16 @@ def load_image(source: str | Path | bytes, sample_id: str = "?", max_pixels: int
 
 
 def read_samples_with_images(
-    path: str | Path, image_folders: Sequence[str | Path], skip_bad: bool = False
+    path: str | Path, image_folders: Sequence[str | Path], skip_bad: bool = False,
+    report: ReadReport | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Read a JSONL file and check every image resolves and decodes.
 
     Returns (good samples with `image_path` added, error messages). Without `skip_bad`
-    the first error raises.
+    the first error raises. `report` (when given) counts every row: `n_lines`, and the
+    skipped ones by reason (bad_row, image_missing, image_corrupt, ...).
     """
-    report = ReadReport(str(path))
+    report = report if report is not None else ReadReport(str(path))
     samples = read_jsonl(path, skip_bad=skip_bad, report=report)
     good, errors = [], list(report.errors)
     for sample in samples:
@@ -213,6 +256,7 @@ def read_samples_with_images(
             if not skip_bad:
                 raise FacialR1Error(f"{path}: {e}") from None
             errors.append(f"{path}: {e}")
+            report.skipped[f"image_{e.kind}" if isinstance(e, ImageError) else "image_missing"] += 1
             continue
         good.append({**sample, "image_path": str(image_path)})
     return good, errors
