@@ -81,3 +81,41 @@ def test_rouge_and_rege_use_samples_with_a_reference():
 def test_unknown_protocol():
     with pytest.raises(FacialR1Error, match="unknown protocol 'ck'"):
         score(SAMPLES, COMPLETIONS, "ck")
+
+
+def test_eval_accounts_for_every_row(tiny_model, synfacs_small, tmp_path):
+    import json
+
+    from facial_r1 import evaluate, models
+
+    rows = [json.loads(line) for line in (synfacs_small / "test.jsonl").read_text().splitlines()[:3]]
+    rows[0]["AUs"] = rows[0]["AUs"] + ["AU3", "L12"]  # a code FACS lacks (dropped, counted) and a side form
+    lines = [json.dumps(r) for r in rows]
+    lines.append(json.dumps({**rows[1], "id": "gone", "image": "missing.png"}))  # image not found
+    lines.append("{not json")                                                    # bad row
+    data = tmp_path / "test.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FacialR1Error, match=r"2 of 5 rows cannot be scored .*--skip-bad"):
+        evaluate.main(str(tiny_model), str(data), [str(synfacs_small)], "synfacs", str(tmp_path / "e"), max_new_tokens=4)
+    m = evaluate.main(str(tiny_model), str(data), [str(synfacs_small)], "synfacs", str(tmp_path / "e"),
+                      max_new_tokens=4, skip_bad=True)
+    assert (m["n_input"], m["n_scored"], m["n"]) == (5, 3, 3)
+    assert m["skipped"] == {"bad_row": 1, "image_missing": 1}
+    assert m["dropped_au_codes"] == {"unknown": {"AU3": 1}, "not_scored": {}}
+    written = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert written["n_input"] == written["n_scored"] + sum(written["skipped"].values())
+    assert written["max_new_tokens"] == 4
+
+
+@pytest.mark.parametrize("given, recorded, expected", [
+    (None, None, 256),   # nothing recorded (a hub model): the released eval's 256
+    (None, 96, 256),     # trained shorter: still 256
+    (None, 512, 512),    # trained longer: its own length
+    (64, 512, 64),       # given wins
+])
+def test_generation_budget_from_the_checkpoint(tmp_path, given, recorded, expected):
+    from facial_r1 import evaluate, models
+
+    (tmp_path / "ck").mkdir()
+    models.write_prompt_settings(tmp_path / "ck", "full", recorded)
+    assert evaluate.generation_budget(given, models.read_prompt_settings(tmp_path / "ck")) == expected

@@ -90,7 +90,7 @@ def test_two_steps_log_every_reward_and_the_spread(tiny_model, synfacs_small, tm
                     "frac_reward_zero_std", "completions/mean_length", "time/generate", "time/reward"):
             assert key in entry and math.isfinite(entry[key]), key
     assert (out / "model.safetensors").is_file()
-    assert json.loads((out / "facial_r1_prompt.json").read_text()) == {"prompt": "question"}
+    assert json.loads((out / "facial_r1_prompt.json").read_text()) == {"prompt": "question", "max_new_tokens": 16}  # the trained length
 
 
 def test_resume_after_a_real_kill(tiny_model, synfacs_small, tmp_path):
@@ -123,3 +123,18 @@ def test_resume_after_a_real_kill(tiny_model, synfacs_small, tmp_path):
     # the first `last` steps come from the checkpoint, not from a second run over them
     assert state["log_history"][:len(before)] == before
     assert [x["step"] for x in state["log_history"] if "loss" in x] == list(range(1, 9))
+
+
+def test_au_rarity_weighting_adds_a_weight_per_data_set(synfacs_small):
+    from facial_r1.data.schema import read_samples_with_images
+    from facial_r1.grpo import grpo_dataset
+    from facial_r1.rewards import au_rarity_weights
+
+    samples, _ = read_samples_with_images(synfacs_small / "train.jsonl", [synfacs_small])
+    samples = [{**s, "dataset": "a" if i % 2 else "b"} for i, s in enumerate(samples)]
+    plain = grpo_dataset(samples, "question")
+    assert "reward_weight" not in plain.column_names  # off by default
+    weighted = grpo_dataset(samples, "question", au_rarity_weighting=True)
+    for name in ("a", "b"):  # min-max normalised within each data set, as per file in the released loader
+        idx = [i for i, s in enumerate(samples) if s["dataset"] == name]
+        assert [weighted[i]["reward_weight"] for i in idx] == pytest.approx(au_rarity_weights([samples[i]["AUs"] for i in idx]))

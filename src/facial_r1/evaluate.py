@@ -42,6 +42,16 @@ PROTOCOLS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
 }
 
 
+def generation_budget(given: int | None, settings: dict) -> int:
+    """Eval's max_new_tokens: as given, else the completion length the checkpoint was trained to
+    (GRPO records it), but never under 256, the released eval's budget.
+
+    >>> generation_budget(None, {"prompt": "full"}), generation_budget(None, {"max_new_tokens": 512}), generation_budget(64, {})
+    (256, 512, 64)
+    """
+    return given if given is not None else max(256, settings.get("max_new_tokens") or 0)
+
+
 def predict(model, processor, samples: list[dict], prompt_style: str = "full", batch_size: int = 16,
             max_new_tokens: int = 128) -> list[str]:
     """Greedy completions for samples (each needs `image_path`), batched, with a progress bar.
@@ -208,8 +218,7 @@ def main(model: str, data: str, image_folders: list[str], protocol: str, out: st
             settings = models.read_prompt_settings(model)
             if prompt_style is None:  # use the prompt the checkpoint was trained with
                 prompt_style = settings["prompt"]
-            if max_new_tokens is None:
-                max_new_tokens = max(256, settings.get("max_new_tokens") or 0)
+            max_new_tokens = generation_budget(max_new_tokens, settings)
             completions = predict(net, processor, mine, prompt_style, batch_size, max_new_tokens)
     if state.num_processes > 1:
         completions = gather_object(completions)  # concatenated in process order = input order
