@@ -14,6 +14,9 @@ def jpg(path):
 
 
 def test_fer2013(tmp_path):
+    # Kaggle fer2013.csv: header emotion,pixels,Usage; 48x48 space-separated grey values; Usage
+    # Training / PublicTest / PrivateTest (public readers split on row['Usage'] == 'PrivateTest' etc.;
+    # Facial-R1's released eval names its test set PrivateTest_images_annotations)
     px = " ".join(["7"] * 2304)
     (tmp_path / "fer2013.csv").write_text(
         f"emotion,pixels,Usage\n3,{px},Training\n0,{px},PrivateTest\n6,{px},PublicTest\n")
@@ -32,6 +35,9 @@ def test_fer2013_bad_row(tmp_path):
 
 
 def test_rafdb(tmp_path):
+    # RAF-DB basic: EmoLabel/list_patition_label.txt, '<name> <label 1-7>' separated by one space,
+    # aligned images Image/aligned/<stem>_aligned.jpg (public readers: pd.read_csv(..., sep=' ',
+    # names=['name', 'label']) and f.split(".")[0] + "_aligned.jpg")
     root = tmp_path / "basic"
     (root / "EmoLabel").mkdir(parents=True)
     (root / "EmoLabel/list_patition_label.txt").write_text("train_00001.jpg 1\ntest_0001.jpg 7\ntrain_00002.jpg 4\n")
@@ -50,11 +56,18 @@ def test_rafdb(tmp_path):
 
 @pytest.mark.parametrize("classes, expected", [(8, ["Neutral", "Anger", "Contempt"]), (7, ["Neutral", "Anger"])])
 def test_affectnet(tmp_path, classes, expected):
-    csv = tmp_path / "training.csv"
+    # AffectNet's Manually_Annotated_file_lists/training.csv: the header below, one ';'-joined
+    # landmarks field, images under Manually_Annotated/Manually_Annotated_Images/ (public readers:
+    # `subDirectory_filePath, face_x, ..., arousal = sample.split(',')`, facial_landmarks.split(';'),
+    # os.path.join(root, 'Manually_Annotated', 'Manually_Annotated_Images', d.subDirectory_filePath))
+    lists = tmp_path / "Manually_Annotated_file_lists"
+    lists.mkdir()
+    csv = lists / "training.csv"
+    lm = ";".join(["13.0", "78.5"] * 68)
     csv.write_text("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
-                   "1/a.jpg,0,0,1,1,x,0,0,0\n1/b.jpg,0,0,1,1,x,6,0,0\n1/c.jpg,0,0,1,1,x,7,0,0\n"
-                   "1/d.jpg,0,0,1,1,x,8,0,0\n1/e.jpg,0,0,1,1,x,9,0,0\n1/f.jpg,0,0,1,1,x,10,0,0\n")
-    jpg(tmp_path / "Manually_Annotated_Images/1/a.jpg")
+                   + "".join(f"689/{c}.jpg,134,134,899,899,{lm},{e},0.785714,-0.055556\n"
+                             for c, e in zip("abcdef", (0, 6, 7, 8, 9, 10), strict=True)))
+    jpg(tmp_path / "Manually_Annotated/Manually_Annotated_Images/689/a.jpg")
     r = convert("affectnet", csv, tmp_path / "out", classes=classes)
     got = read_jsonl(tmp_path / "out/train.jsonl")
     assert [s["labels"][0] for s in got] == expected
@@ -65,16 +78,18 @@ def write_disfa(root, subjects):
     for sn, rows in subjects.items():
         d = root / "ActionUnit_Labels" / sn
         d.mkdir(parents=True)
-        for au in (1, 2, 4, 6, 9, 12, 25, 26):
+        for au in (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26):  # the release's 12 label files
             (d / f"{sn}_au{au}.txt").write_text("\n".join(f"{fr},{rows.get((fr, au), 0)}" for fr in (1, 2)) + "\n")
 
 
 def test_disfa_threshold_and_folds(tmp_path):
-    write_disfa(tmp_path, {"SN001": {(1, 12): 2, (1, 6): 1, (2, 26): 5}, "SN002": {}, "SN003": {(1, 4): 3}})
+    # ActionUnit_Labels/SN001/SN001_au1.txt ..., lines 'frame,intensity' (CVI-SZU/ME-GraphAU
+    # OpenGraphAU/tool/dataset_process.py: frameIdx, AUIntensity = lines.split(','))
+    write_disfa(tmp_path, {"SN001": {(1, 12): 2, (1, 6): 1, (2, 26): 5, (2, 15): 3}, "SN002": {}, "SN003": {(1, 4): 3}})
     r = convert("disfa", tmp_path, tmp_path / "out", folds=3)
     rows = {s["id"]: s for s in read_jsonl(tmp_path / "out/all.jsonl")}
     assert rows["disfa-SN001-00001"]["AUs"] == ["AU12"]        # intensity 2 counts, 1 does not
-    assert rows["disfa-SN001-00002"]["AUs"] == ["AU26"]
+    assert rows["disfa-SN001-00002"]["AUs"] == ["AU15", "AU26"]  # AU15 is one of the 12 coded, kept
     assert rows["disfa-SN003-00001"]["AUs"] == ["AU4"]
     assert rows["disfa-SN001-00001"]["meta_info"]["subject"] == "SN001"
     folds = [read_jsonl(tmp_path / f"out/fold{i}.jsonl") for i in (1, 2, 3)]
@@ -87,64 +102,138 @@ def test_disfa_bad_row(tmp_path):
     (tmp_path / "ActionUnit_Labels/SN001/SN001_au4.txt").write_text("1,0\n2,seven\n")
     with pytest.raises(FacialR1Error, match="SN001_au4.txt:2: expected 'frame,intensity'"):
         convert("disfa", tmp_path, tmp_path / "out")
+    (tmp_path / "ActionUnit_Labels/SN001/SN001_au4.txt").unlink()
+    with pytest.raises(FacialR1Error, match=r"SN001: missing label file\(s\) for \['AU4'\]"):
+        convert("disfa", tmp_path, tmp_path / "out")
 
 
 def test_bp4d(tmp_path):
+    # AUCoding/AU_OCC/F001_T1.csv: columns named by number, "0" the frame (index_col=0) and column N
+    # AU N, values 0/1/9 (CVI-SZU/ME-GraphAU tool/BP4D_image_label_process.py usecols "0", "1",
+    # "2", "4", ...; OpenGraphAU/tool/dataset_process.py reads up to "39" and maps 9 to unknown).
+    # The fixture's 0..39 range covers every column those readers use; the release's exact width
+    # was not seen.
     occ = tmp_path / "AUCoding/AU_OCC"
     occ.mkdir(parents=True)
-    header = "Frame,1,2,4,5,6,7,9,10,11,12,13,14,15,16,17,18,19,20,22,23,24,25,26,27,28"
-    au_cols = header.split(",")[1:]
+    au_cols = [str(n) for n in range(1, 40)]
+    header = ",".join(["0", *au_cols])
 
     def row(frame, on=(), unknown=()):
         return ",".join([str(frame)] + ["9" if c in unknown else "1" if c in on else "0" for c in au_cols])
-    (occ / "F001_T1.csv").write_text("\n".join([header, row(1, on=("1", "12")), row(2, unknown=("4",)), row(3, on=("5",))]))
-    (occ / "M002_T2.csv").write_text("\n".join([header, row(7, on=("23", "24"))]))
-    convert("bp4d", tmp_path, tmp_path / "out", folds=2)
+    (occ / "F001_T1.csv").write_text("\n".join([header, row(2440, on=("1", "12")), row(2441, unknown=("4",)),
+                                                row(2442, on=("5", "3", "33"))]) + "\n")
+    (occ / "M002_T2.csv").write_text("\n".join([header, row(7, on=("23", "24"), unknown=("19",))]) + "\n")
+    jpg(tmp_path / "F001/T1/2440.jpg")
+    r = convert("bp4d", tmp_path, tmp_path / "out", folds=2)
     rows = {s["id"]: s for s in read_jsonl(tmp_path / "out/all.jsonl")}
-    assert rows["bp4d-F001-T1-0001"]["AUs"] == ["AU1", "AU12"]
-    assert "bp4d-F001-T1-0002" not in rows                      # unknown in a standard AU: dropped
-    assert rows["bp4d-F001-T1-0003"]["AUs"] == []              # AU5 is not one of the 12
-    assert rows["bp4d-M002-T2-0007"]["image"] == "M002/T2/7.jpg"
+    assert rows["bp4d-F001-T1-2440"]["AUs"] == ["AU1", "AU12"] and rows["bp4d-F001-T1-2440"]["image"] == "F001/T1/2440.jpg"
+    assert "bp4d-F001-T1-2441" not in rows                      # unknown (9) in a standard AU: dropped
+    assert rows["bp4d-F001-T1-2442"]["AUs"] == ["AU5", "AU33"]  # every coded FACS AU kept; "3" is no FACS code
+    assert rows["bp4d-M002-T2-0007"]["AUs"] == ["AU23", "AU24"]  # 9 in a non-standard AU: just not on
+    assert r["dropped_au_codes"] == {str(occ / "F001_T1.csv"): {"unknown": {"AU3": 1}, "not_scored": {}}}
     assert len(read_jsonl(tmp_path / "out/fold1.jsonl")) == 2 and len(read_jsonl(tmp_path / "out/fold2.jsonl")) == 1
+    (occ / "M002_T2.csv").write_text("Frame,1,2\n1,0,0\n")     # too few AU columns
+    with pytest.raises(FacialR1Error, match="M002_T2.csv:1: expected a header '0,1,2,...'"):
+        convert("bp4d", tmp_path, tmp_path / "out2")
 
 
 def test_rafau(tmp_path):
-    (tmp_path / "RAFAU_label.txt").write_text("0001.jpg 1+2+25+26\n0002.jpg L12+R14B\n0003.jpg null\n")
-    jpg(tmp_path / "aligned/0001.jpg")
+    # RAFAU_label.txt: '<name>.jpg <AUs>', AUs joined by '+', L/R sides, 'null', some lines with
+    # trailing whitespace; images aligned/<name>_aligned.jpg (CVI-SZU/ME-GraphAU
+    # OpenGraphAU/tool/dataset_process.py: items[1].split('+'), tokens '1'..'39', 'L1'..'R14')
+    (tmp_path / "RAFAU_label.txt").write_text("0001.jpg 1+2+25+26\n0002.jpg L12+R14+39 \n0003.jpg null\n"
+                                              "0004.jpg 4+62+3\n")
+    jpg(tmp_path / "aligned/0001_aligned.jpg")
     r = convert("rafau", tmp_path, tmp_path / "out")
     got = read_jsonl(tmp_path / "out/all.jsonl")
-    assert [s["AUs"] for s in got] == [["AU1", "AU2", "AU25", "AU26"], ["AU12", "AU14"], []]
-    assert got[0]["image"] == "aligned/0001.jpg" and r["missing_images"] == 2
-    (tmp_path / "RAFAU_label.txt").write_text("0001.jpg 1+3\n")
-    with pytest.raises(FacialR1Error, match="RAFAU_label.txt:1: expected AU codes"):
+    assert [s["AUs"] for s in got] == [["AU1", "AU2", "AU25", "AU26"], ["AU12", "AU14", "AU39"], [], ["AU4"]]
+    assert got[0]["image"] == "aligned/0001_aligned.jpg" and r["missing_images"] == 3
+    assert r["dropped_au_codes"] == {str(tmp_path / "RAFAU_label.txt"): {"unknown": {"AU3": 1}, "not_scored": {"AU62": 1}}}
+    (tmp_path / "RAFAU_label.txt").write_text("0001.jpg 1+brow\n")
+    with pytest.raises(FacialR1Error, match="RAFAU_label.txt:1: expected AU codes like 12, L12 or 12B, got 'brow'"):
         convert("rafau", tmp_path, tmp_path / "out2")
 
 
+def faba_record(task, i, source, answer, question):
+    # the record shape of the EmoLA README (github.com/JackYFL/EmoLA): source, image, id, conversations, landmark
+    rel = f"AffectNet/AffectNet_v2/{i}/{i:056x}"
+    return {"source": source, "image": f"FABAInstruct/train/images/{rel}.jpg", "id": rel,
+            "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+            "landmark": f"FABAInstruct/train/landmarks/{rel}.npy"}
+
+
 def test_faba(tmp_path):
-    recs = [
-        {"id": "e1", "image": "emo/1.jpg", "emotion": "happy", "conversations": [
-            {"from": "human", "value": "<image>\nWhat is the facial expression?"},
-            {"from": "gpt", "value": "The person is smiling, so happiness."}]},
-        {"id": "a1", "image": "au/1.jpg", "conversations": [
-            {"from": "human", "value": "<image>\nWhich facial action units are active?"},
-            {"from": "gpt", "value": "AU6 and AU12 are active."}]},
-        {"id": "a2", "image": "au/2.jpg", "AU": "AU1, AU2", "conversations": [
-            {"from": "human", "value": "Which action units?"}, {"from": "gpt", "value": "Brows up."}]},
-    ]
+    # FABAInstruct/train/train_au_anno.json and train_emotion_anno.json, images relative to the
+    # folder holding FABAInstruct/ (EmoLA README's tree and annotation demos)
+    train = tmp_path / "data/FABAInstruct/train"
+    train.mkdir(parents=True)
+    au = [faba_record("au", 1194, "AffectNet", "This image depicts ... action units (AUs). Here are the AUs:\n\n"
+                      "1. AU4 - Brow Lowerer: the eyebrows are drawn together.\n2. AU9 - Nose Wrinkler: ...\n"
+                      "3. AU15 - Lip Corner Depressor: ...\n4. AU17 - Chin Raiser: ...",
+                      "In this face, what are the discernible action units?\n<image>")]
+    emotion = [faba_record("emotion", 1194, "AffectNet", "The person appears sad: the mouth corners are pulled down.",
+                           "What is the emotion of this face?\n<image>"),
+               faba_record("emotion", 916, "AffectNet", "A gentle, neutral expression; no overt joy, sadness, "
+                           "anger, or surprise.", "What is the emotion of this face?\n<image>")]
+    (train / "train_au_anno.json").write_text(json.dumps(au, indent=2))
+    (train / "train_emotion_anno.json").write_text(json.dumps(emotion, indent=2))
+    jpg(tmp_path / "data" / au[0]["image"])
+    r = convert("faba", tmp_path / "data/FABAInstruct", tmp_path / "out")
+    assert r["image_folder"] == str(tmp_path / "data") and r["written"] == {"train": 3}
+    got = {s["id"]: s for s in read_jsonl(tmp_path / "out/train.jsonl")}
+    a = got["faba-au-AffectNet/AffectNet_v2/1194/" + f"{1194:056x}"]
+    assert a["AUs"] == ["AU4", "AU9", "AU15", "AU17"] and a["meta_info"]["task"] == "au" and a["labels"] == []
+    assert a["question"] == "In this face, what are the discernible action units?"
+    e = got["faba-emotion-AffectNet/AffectNet_v2/1194/" + f"{1194:056x}"]  # same image id, other task
+    assert e["AUs"] is None and e["labels"] == ["Sadness"] and e["meta_info"]["label_source"] == "answer"
+    several = got["faba-emotion-AffectNet/AffectNet_v2/916/" + f"{916:056x}"]
+    assert several["labels"] == []  # names several emotions: no label invented
+    assert r["missing_images"] == 1  # both tasks share image 1194; 916 is absent
+
+
+def test_faba_explicit_fields_win(tmp_path):
+    recs = [{"id": "e1", "image": "emo/1.jpg", "emotion": "happy", "conversations": [
+                {"from": "human", "value": "<image>\nWhat is the facial expression?"},
+                {"from": "gpt", "value": "The person is smiling, so happiness."}]},
+            {"id": "a2", "image": "au/2.jpg", "AU": "AU1, AU2", "conversations": [
+                {"from": "human", "value": "Which action units?"}, {"from": "gpt", "value": "Brows up."}]}]
     (tmp_path / "faba.json").write_text(json.dumps(recs))
     jpg(tmp_path / "emo/1.jpg")
     convert("faba", tmp_path / "faba.json", tmp_path / "out")
     got = read_jsonl(tmp_path / "out/all.jsonl")
-    assert [(s["AUs"], s["labels"]) for s in got] == [(None, ["Happiness"]), (["AU6", "AU12"], []), (["AU1", "AU2"], [])]
-    assert got[0]["description"] == "The person is smiling, so happiness."
+    assert [(s["AUs"], s["labels"]) for s in got] == [(None, ["Happiness"]), (["AU1", "AU2"], [])]
     assert got[0]["question"] == "What is the facial expression?"
 
 
-def test_fea20k_normalises(tmp_path):
-    (tmp_path / "fea.jsonl").write_text(json.dumps({"id": "x", "dataset": "fea", "image": "a.jpg", "AUs": ["au04"],
-                                                    "labels": ["angry"], "description": "d", "meta_info": {}}) + "\n")
-    convert("fea20k", tmp_path / "fea.jsonl", tmp_path / "out")
-    assert read_jsonl(tmp_path / "out/fea.jsonl")[0]["AUs"] == ["AU4"]
+def test_fea20k_real_codes_convert_and_evaluate_without_losing_a_row(tmp_path):
+    # FEA-20K lines: the README's fields, AU codes as "AU31", emotions in noun form ("anger"),
+    # and the AUs the released files use (configs/config.json: AU8, AU19, AU30, AU31, AU33, ...)
+    from facial_r1.evaluate import score
+
+    lines = [
+        {"id": "BP4D_F001_T1_2440", "dataset": "BP4D", "image": "BP4D/F001/T1/2440.jpg",
+         "question": "<image>What is the emotion of this face?", "AUs": ["AU8", "AU19", "AU30", "AU31"],
+         "labels": ["anger"], "description": "<think>lips toward each other (AU8) ...</think><answer>anger</answer>",
+         "meta_info": {}},
+        {"id": "RAF-AU_0002", "dataset": "RAF-AU", "image": "RAF-AU/0002.jpg", "question": "q",
+         "AUs": ["L12", "R14B", "AU33"], "labels": ["happiness"], "description": "", "meta_info": {"k": "v"}},
+        {"id": "x3", "dataset": "FABA", "image": "FABA/3.jpg", "question": "q", "AUs": ["AU3", "AU6"],
+         "labels": ["sadness", "fear"], "description": "", "meta_info": {}},
+    ]
+    (tmp_path / "FEA-Test.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    r = convert("fea20k", tmp_path / "FEA-Test.jsonl", tmp_path / "out")
+    assert r["written"] == {"FEA-Test": 3}
+    assert r["dropped_au_codes"] == {str(tmp_path / "FEA-Test.jsonl"): {"unknown": {"AU3": 1}, "not_scored": {}}}
+    got = read_jsonl(tmp_path / "out/FEA-Test.jsonl")
+    assert [s["AUs"] for s in got] == [["AU8", "AU19", "AU30", "AU31"], ["AU12", "AU14", "AU33"], ["AU6"]]
+    assert [s["labels"] for s in got] == [["Anger"], ["Happiness"], ["Sadness", "Fear"]]
+    completions = ["<think>(AU8) (AU19) (AU30) (AU31)</think><answer>anger</answer>",
+                   "<think>(AU12) (AU14) (AU33)</think><answer>happiness</answer>",
+                   "<think>(AU6)</think><answer>fear</answer>"]  # the second label is not the emotion
+    m = score(got, completions, "fea")
+    assert m["n"] == m["n_au"] == m["n_emotion"] == 3
+    assert m["au_f1"] == 1.0 and set(m["au"]["per_au"]) == {"AU6", "AU8", "AU12", "AU14", "AU19", "AU30", "AU31", "AU33"}
+    assert m["accuracy"] == pytest.approx(2 / 3)
 
 
 def test_unknown_format(tmp_path):

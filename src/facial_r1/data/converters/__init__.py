@@ -27,6 +27,15 @@ class Converted:
     splits: dict[str, list[dict]]  # split name -> samples
     image_root: Path  # the folder every `image` is relative to
     missing: list[str] = field(default_factory=list)  # image paths that were not found
+    # file -> {"unknown": {code: n}, "not_scored": {code: n}}: AU codes dropped from rows (codes
+    # the FACS manual lacks; head/eye codes), counted per file, never fatal.
+    dropped_aus: dict[str, dict] = field(default_factory=dict)
+
+
+def note_dropped(result_notes: dict, path, report) -> None:
+    """Record a ReadReport's (or a converter's) dropped AU codes under the file's name."""
+    if report.unknown_aus or report.not_scored_aus:
+        result_notes[str(path)] = {"unknown": dict(report.unknown_aus), "not_scored": dict(report.not_scored_aus)}
 
 
 def row_error(path, line: int, expected: str, got: object) -> FacialR1Error:
@@ -67,7 +76,8 @@ def convert(fmt: str, input_path: str, out: str, folds: int = 0, classes: int = 
         for i, fold in enumerate(subject_folds(everything, folds)):
             written[f"fold{i + 1}"] = write_jsonl(out_dir / f"fold{i + 1}.jsonl", fold)
     report = {"format": fmt, "written": written, "image_folder": str(result.image_root),
-              "missing_images": len(result.missing), "missing_examples": result.missing[:20]}
+              "missing_images": len(result.missing), "missing_examples": result.missing[:20],
+              "dropped_au_codes": result.dropped_aus}
     (out_dir / "convert_report.json").write_text(json.dumps({**report, "missing": result.missing}, indent=1))
     return report
 

@@ -1,8 +1,12 @@
-"""AffectNet: training.csv / validation.csv (subDirectory_filePath, ..., expression, ...).
+"""AffectNet: Manually_Annotated_file_lists/training.csv and validation.csv, with the header
+subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal
+(facial_landmarks is one ';'-joined field), as public readers split it; the images are under
+Manually_Annotated/Manually_Annotated_Images/ (or Manually_Annotated_Images/) of the data set's
+folder, the parent of the file lists.
 
-Expression codes 0-7 map to emotions; 8 None, 9 Uncertain and 10 No-Face are dropped, and
-with 7 classes so is 7 Contempt. Images are relative to Manually_Annotated_Images/, the
-folder beside the CSV (pass it as --image-folders).
+Expression codes 0-7 map to emotions (0 Neutral, 1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust,
+6 Anger, 7 Contempt); 8 None, 9 Uncertain and 10 No-Face are dropped, and with 7 classes so is
+7 Contempt. The validation list is the literature's test set.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ def convert(src: Path, classes: int = 8) -> Converted:
         raise FacialR1Error(f"AffectNet has 7 or 8 classes, not {classes}")
     if src.is_dir():
         raise FacialR1Error(f"{src}: give the AffectNet CSV file (training.csv or validation.csv)")
-    root = src.parent / "Manually_Annotated_Images"
+    base = src.parent.parent if src.parent.name == "Manually_Annotated_file_lists" else src.parent
+    candidates = [base / "Manually_Annotated" / "Manually_Annotated_Images", base / "Manually_Annotated_Images",
+                  src.parent / "Manually_Annotated_Images"]
+    root = next((c for c in candidates if c.is_dir()), candidates[0])
     split = "test" if "valid" in src.name.lower() else "train"
     samples, dropped = [], 0
     with src.open(newline="") as f:

@@ -1,16 +1,23 @@
-"""BP4D: AU occurrence CSVs AUCoding/AU_OCC/<F001>_<T1>.csv ('Frame,1,2,4,...'; 1 = on,
-0 = off, 9 = unknown). The 12 standard AUs; a frame whose 12 AUs include an unknown is dropped.
-Images are expected at <subject>/<task>/<frame>.jpg under the folder given (`--input`).
+"""BP4D: AU occurrence CSVs AUCoding/AU_OCC/<F001>_<T1>.csv, one row per coded frame. The header
+names the columns by number: the first ("0" in the release; "Frame" accepted) is the frame
+number and column N holds AU N (1 = on, 0 = off, 9 = unknown), as public readers use them
+(CVI-SZU/ME-GraphAU tool/BP4D_image_label_process.py reads usecols "0", "1", "2", "4", ...
+with index_col=0; OpenGraphAU/tool/dataset_process.py reads AUs up to "39" and maps 9 to
+unknown). Rows keep every coded FACS AU that is on; a frame whose 12 standard AUs include an
+unknown is dropped (they are what the benchmark scores). Columns of numbers the FACS manual
+lacks are dropped and their "on" values counted per file. Images are looked up at
+<subject>/<task>/<frame>.jpg, else <frame:04d>.jpg, under the folder given (`--input`).
 """
 
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 from facial_r1.data.converters import Converted, check_images, fea_sample, row_error
 from facial_r1.errors import FacialR1Error
-from facial_r1.facs import AU_SUBSETS
+from facial_r1.facs import AU_SUBSETS, parse_au_code
 
 
 def convert(src: Path) -> Converted:
@@ -19,27 +26,50 @@ def convert(src: Path) -> Converted:
     files = sorted(occ.glob("*_*.csv"))
     if not files:
         raise FacialR1Error(f"{occ}: no <subject>_<task>.csv files")
-    samples = []
+    samples, dropped = [], {}
     for f in files:
         subject, task = f.stem.split("_", 1)
+        unknown, not_scored = Counter(), Counter()
         with f.open(newline="") as fh:
             reader = csv.reader(fh)
-            header = next(reader, [])
-            cols = {f"AU{h.strip()}": i for i, h in enumerate(header) if h.strip().isdigit()}
+            header = [h.strip() for h in next(reader, [])]
+            codes = {i: parse_au_code(h) for i, h in enumerate(header) if i and h.isdigit()}
+            cols = {c.code: i for i, c in codes.items()}
             missing = [au for au in AU_SUBSETS["bp4d"] if au not in cols]
-            if not header or header[0].strip().lower() != "frame" or missing:
-                raise row_error(f, 1, f"header 'Frame,1,2,...' with {AU_SUBSETS['bp4d']}", header[:6])
+            if not header or header[0].lower() not in ("0", "frame") or missing:
+                raise row_error(f, 1, f"a header '0,1,2,...' naming the frame and AU columns, with {AU_SUBSETS['bp4d']}",
+                                ",".join(header[:6]))
             for line, row in enumerate(reader, start=2):
+                if not any(cell.strip() for cell in row):
+                    continue
                 try:
                     frame = int(row[0])
-                    values = {au: int(row[cols[au]]) for au in AU_SUBSETS["bp4d"]}
+                    values = {i: int(row[i]) for i in codes}
                 except (ValueError, IndexError):
-                    raise row_error(f, line, "integer frame and 0/1/9 AU values", ",".join(row[:6])) from None
-                if any(v not in (0, 1, 9) for v in values.values()):
-                    raise row_error(f, line, "AU values 0, 1 or 9", ",".join(row[:6]))
-                if 9 in values.values():
+                    raise row_error(f, line, "an integer frame and 0/1/9 AU values", ",".join(row[:6])) from None
+                bad = [header[i] for i, v in values.items() if v not in (0, 1, 9)]
+                if bad:
+                    raise row_error(f, line, "AU values 0, 1 or 9", f"column(s) {bad}")
+                if any(values[cols[au]] == 9 for au in AU_SUBSETS["bp4d"]):
                     continue
-                aus = [au for au, v in values.items() if v == 1]
-                samples.append(fea_sample(f"bp4d-{subject}-{task}-{frame:04d}", "bp4d", f"{subject}/{task}/{frame}.jpg",
+                aus = []
+                for i, v in values.items():
+                    if v != 1:
+                        continue
+                    kind = codes[i].kind
+                    if kind == "au":
+                        aus.append(codes[i].code)
+                    else:
+                        (unknown if kind == "unknown" else not_scored)[codes[i].code] += 1
+                samples.append(fea_sample(f"bp4d-{subject}-{task}-{frame:04d}", "bp4d", frame_image(src, subject, task, frame),
                                           aus, [], {"subject": subject, "task": task, "frame": frame}))
-    return Converted({"all": samples}, src, check_images(samples, src))
+        if unknown or not_scored:
+            dropped[str(f)] = {"unknown": dict(unknown), "not_scored": dict(not_scored)}
+    return Converted({"all": samples}, src, check_images(samples, src), dropped)
+
+
+def frame_image(root: Path, subject: str, task: str, frame: int) -> str:
+    for name in (f"{frame}.jpg", f"{frame:04d}.jpg"):
+        if (root / subject / task / name).is_file():
+            return f"{subject}/{task}/{name}"
+    return f"{subject}/{task}/{frame}.jpg"

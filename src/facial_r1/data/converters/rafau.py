@@ -1,18 +1,22 @@
-"""RAF-AU: the label text file, lines '<name>.jpg <AUs>' with AUs joined by '+', each
-optionally prefixed L/R (side) or suffixed with an intensity letter ('L12+R14', '1+2+25').
-Unknown AU numbers are an error; `null` means no AU. Images are aligned/<name> or <name>.
+"""RAF-AU: RAFAU_label.txt, lines '<name>.jpg <AUs>' (4,601 in the release), AUs joined by '+',
+each optionally prefixed L/R (side) or suffixed with an intensity letter ('L12+R14', '1+2+25'),
+'null' for no AU; some lines end in extra whitespace. Aligned images are
+aligned/<name>_aligned.jpg. As public readers use them: CVI-SZU/ME-GraphAU
+OpenGraphAU/tool/dataset_process.py (`items[1].split('+')`, 'null', tokens '1'...'39' and
+'L1'...'R14', `img_path.split('.')[0].zfill(4) + '_aligned.jpg'`).
+
+Codes the FACS manual lacks are dropped from their row and counted; a malformed token is an
+error naming FILE:LINE. The original image (<name>) is used when no aligned one is found.
 """
 
 from __future__ import annotations
 
-import re
+from collections import Counter
 from pathlib import Path
 
 from facial_r1.data.converters import Converted, check_images, fea_sample, row_error
 from facial_r1.errors import FacialR1Error
-from facial_r1.facs import sort_aus, try_normalize_au
-
-_AU = re.compile(r"^[LRB]?(\d{1,2})[A-E]?$", re.IGNORECASE)
+from facial_r1.facs import parse_au_code, sort_aus
 
 
 def convert(src: Path) -> Converted:
@@ -20,7 +24,7 @@ def convert(src: Path) -> Converted:
     if label_file is None:
         raise FacialR1Error(f"{src}: no RAF-AU label file (*label*.txt)")
     root = label_file.parent
-    samples = []
+    samples, unknown, not_scored = [], Counter(), Counter()
     for line, text in enumerate(label_file.read_text().splitlines(), start=1):
         if not text.strip():
             continue
@@ -29,12 +33,24 @@ def convert(src: Path) -> Converted:
             raise row_error(label_file, line, "'<name>.jpg <AU+AU+...>'", text)
         name, codes = parts
         aus = []
-        for code in ([] if codes.lower() == "null" else codes.split("+")):
-            m = _AU.match(code)
-            au = try_normalize_au(m.group(1)) if m else None
-            if au is None:
-                raise row_error(label_file, line, "AU codes like 12, L12 or 12B", code)
-            aus.append(au)
-        image = f"aligned/{name}" if (root / "aligned" / name).is_file() else name
-        samples.append(fea_sample(f"rafau-{Path(name).stem}", "rafau", image, sort_aus(aus), [], {"raw": codes}))
-    return Converted({"all": samples}, root, check_images(samples, root))
+        for token in ([] if codes.lower() == "null" else codes.split("+")):
+            try:
+                code = parse_au_code(token)
+            except FacialR1Error:
+                raise row_error(label_file, line, "AU codes like 12, L12 or 12B", token) from None
+            if code.kind == "au":
+                aus.append(code.code)
+            else:
+                (unknown if code.kind == "unknown" else not_scored)[code.code] += 1
+        samples.append(fea_sample(f"rafau-{Path(name).stem}", "rafau", image_of(root, name), sort_aus(aus), [],
+                                  {"raw": codes}))
+    dropped = {str(label_file): {"unknown": dict(unknown), "not_scored": dict(not_scored)}} if unknown or not_scored else {}
+    return Converted({"all": samples}, root, check_images(samples, root), dropped)
+
+
+def image_of(root: Path, name: str) -> str:
+    stem = Path(name).stem
+    for candidate in (f"aligned/{stem}_aligned.jpg", f"aligned/{stem.zfill(4)}_aligned.jpg", name):
+        if (root / candidate).is_file():
+            return candidate
+    return f"aligned/{stem}_aligned.jpg"
