@@ -54,8 +54,8 @@ def test_bad_inputs_stop_before_loading(tmp_path, synfacs_small):
     from facial_r1.errors import FacialR1Error
 
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a", "image": "x.png", "AUs": ["AU3"]}\n')
-    with pytest.raises(FacialR1Error, match="no usable samples.*bad.jsonl:1: unknown AU 'AU3'"):
+    bad.write_text('{"id": "a", "image": "x.png", "AUs": ["brow"]}\n')
+    with pytest.raises(FacialR1Error, match="no usable samples.*bad.jsonl:1: malformed AU code 'brow'"):
         sft.main(None, {"model": "does/not/exist/anywhere", "data_paths": [str(bad)],
                         "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / "o"), "use_cpu": True})
     with pytest.raises(FacialR1Error, match="model path ./nope does not exist"):
