@@ -117,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-new-tokens", type=int, default=160)
     w.add_argument("--max-batch", type=int, help="images per model batch (default 8)")
     w.add_argument("--max-body-mb", type=float, help="request body limit (default 16)")
-    w.add_argument("--max-pixels", type=int, help="per-image pixel limit (default 40000000)")
+    w.add_argument("--max-pixels", type=int, help="pixels decoded per image (default 8000000; a JPEG counts its reduced draft)")
+    w.add_argument("--max-side", type=int, help="longer side every image is reduced to after decoding (default 1600)")
+    w.add_argument("--max-queue", type=int, help="images waiting or decoding; more answers 503 (default 32)")
+    w.add_argument("--request-timeout", type=float, help="seconds before a request gets 504 (default 60)")
     return p
 
 
@@ -185,7 +188,8 @@ def run(args, extra: list[str]) -> int:
         from facial_r1 import serve
 
         given = {"max_body_bytes": None if args.max_body_mb is None else int(args.max_body_mb * 2**20),
-                 "max_pixels": args.max_pixels, "max_batch": args.max_batch}
+                 "max_pixels": args.max_pixels, "max_batch": args.max_batch, "max_side": args.max_side,
+                 "max_queue": args.max_queue, "request_timeout": args.request_timeout}
         limits = serve.Limits(**{k: v for k, v in given.items() if v is not None})  # the rest: Limits' defaults
         serve.main(args.backend or ("vlm" if args.model else "landmarks"), args.model, args.host, args.port,
                    args.landmarker, args.max_new_tokens, limits)

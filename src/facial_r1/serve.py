@@ -9,10 +9,22 @@ reasoning). POST /v1/analyze takes multipart `image` files or JSON {"images": [{
 (base64)}]} and answers {"results": [...]}, the objects `facial-r1 analyze` prints. GET /healthz,
 GET /v1/facs (the AU table) and the OpenAPI schema at /openapi.json (/docs to try it).
 
-One worker thread owns the model. Requests decode and check their images on the way in (the body
-limit is enforced before the body is read, the pixel limit on the image header), then queue
-them; the worker takes up to `max_batch` queued images at a time, from any requests, and
-analyses them as one batch. A full queue answers 503 rather than piling up.
+One worker thread owns the model. A request first reserves room in the queue (a full queue
+answers 503 + Retry-After before any image is decoded), then its images are decoded, at most
+`max_decodes` at a time, each reduced at once to `max_side` pixels (a JPEG is decoded at a
+reduced scale), and queued; the worker takes up to `max_batch` queued images at a time, from any
+requests, and analyses them as one batch. Boxes are scaled back to the uploaded image's pixels.
+
+Memory is bounded by design (the abuse benchmark measures it against this bound):
+
+    peak RSS <= base + max_connections * max_body_bytes                   (bodies being read)
+                     + max_decodes * 12 * max_pixels                      (decodes: RGBA + 2 copies)
+                     + (max_queue + max_batch) * 3 * max_side**2          (reduced images waiting)
+
+`base` is the process with its model loaded (`memory_bound()` computes the rest). A request that
+waits longer than `request_timeout` gets 504 and its images leave the queue. The worker thread
+survives anything a request can do (cancelled futures are skipped, a failing batch fails only
+its own requests); should it die anyway, a supervisor restarts it, and /healthz counts restarts.
 """
 
 import asyncio
@@ -34,7 +46,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from facial_r1.analyze import FaceAnalyser, face_results
-from facial_r1.data.schema import MAX_IMAGE_PIXELS, load_image
+from facial_r1.data.schema import load_image
 from facial_r1.errors import FacialR1Error, ImageError
 
 log = logging.getLogger(__name__)
@@ -46,11 +58,21 @@ STATUS = {"not_image": 415, "format": 415, "too_large": 413, "corrupt": 422}  # 
 @dataclass
 class Limits:
     max_body_bytes: int = 16 * 2**20
-    max_pixels: int = MAX_IMAGE_PIXELS
+    max_pixels: int = 8_000_000  # pixels decoded per image (a JPEG's reduced draft counts, not its header)
+    max_side: int = 1600  # every image is reduced to this longer side right after decoding
     max_images: int = 8  # per request
     max_batch: int = 8  # images per model batch
-    max_queue: int = 64  # images waiting; more answers 503
+    max_queue: int = 32  # images waiting (and reserved for decoding); more answers 503
+    max_decodes: int = 2  # images decoded at once
+    max_connections: int = 32  # requests in flight (uvicorn's limit_concurrency); more answers 503
+    request_timeout: float = 60.0  # seconds; then 504 and the request's images leave the queue
     batch_wait: float = 0.01  # seconds the worker waits to fill a batch
+
+
+def memory_bound(limits: Limits, base_bytes: int) -> int:
+    """The documented bound on the server's peak RSS, in bytes, above a process of `base_bytes`."""
+    return (base_bytes + limits.max_connections * limits.max_body_bytes + limits.max_decodes * 12 * limits.max_pixels
+            + (limits.max_queue + limits.max_batch) * 3 * limits.max_side ** 2)
 
 
 def create_app(analyser: FaceAnalyser, limits: Limits | None = None):
@@ -62,6 +84,7 @@ def create_app(analyser: FaceAnalyser, limits: Limits | None = None):
 
     limits = limits or Limits()
     worker = Worker(analyser, limits)
+    decodes = asyncio.Semaphore(limits.max_decodes)
 
     class ImageIn(BaseModel):
         model_config = ConfigDict(extra="forbid")  # a "path" or "url" field is refused, not ignored
@@ -103,7 +126,7 @@ def create_app(analyser: FaceAnalyser, limits: Limits | None = None):
     def healthz():
         body = {"status": "ok" if worker.alive else "worker stopped", "backend": analyser.backend,
                 "model": analyser.model, "queued": worker.queued, "batches": worker.batches,
-                "max_batch": limits.max_batch}
+                "max_batch": limits.max_batch, "worker_restarts": worker.restarts}
         return JSONResponse(body, status_code=200 if worker.alive else 503)
 
     @app.get("/v1/facs")
@@ -120,7 +143,8 @@ def create_app(analyser: FaceAnalyser, limits: Limits | None = None):
     refusals = {413: {"description": "body, image count or pixel count over the limit"},
                 415: {"description": "not an image, or a format not accepted"},
                 422: {"description": "a corrupt image or a malformed request"},
-                503: {"description": "the queue is full; retry later"}}
+                503: {"description": "the queue is full; retry later"},
+                504: {"description": "the analysis took longer than the request timeout"}}
 
     @app.post("/v1/analyze", response_model=AnalyzeResponse, response_model_exclude_unset=True,
               openapi_extra={"requestBody": request_body}, responses=refusals)
@@ -128,13 +152,20 @@ def create_app(analyser: FaceAnalyser, limits: Limits | None = None):
         uploads = await _read_uploads(request)
         if len(uploads) > limits.max_images:
             raise HTTPException(413, f"{len(uploads)} images, over the {limits.max_images} per request limit")
-        images = [await run_in_threadpool(_decode, name, data) for name, data in uploads]
+        with worker.reserve(len(uploads)):  # 503 before anything is decoded when the queue is full
+            images = []
+            for name, data in uploads:
+                async with decodes:
+                    images.append(await run_in_threadpool(_decode, name, data))
+            del uploads[:]  # the raw bytes are no longer needed
+            futures = worker.enqueue(images)  # the queue now holds them; the reservation ends
         try:
-            found = await worker.submit(images)
+            found = await worker.wait(futures, limits.request_timeout)
         except FacialR1Error as e:
             raise HTTPException(500, str(e)) from None
-        return {"results": [r for (name, _), faces in zip(uploads, found, strict=True)
-                            for r in face_results({"file": name, "frame": None}, faces)]}
+        return {"results": [r for image, faces in zip(images, found, strict=True)
+                            for r in face_results({"file": image.info["name"], "frame": None},
+                                                  [scaled(face, image.info["scale"]) for face in faces])]}
 
     async def _read_uploads(request: Request) -> list[tuple[str, bytes]]:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -155,9 +186,11 @@ def create_app(analyser: FaceAnalyser, limits: Limits | None = None):
 
     def _decode(name: str, data: bytes):
         try:
-            return load_image(data, name, limits.max_pixels, FORMATS)
+            image = load_image(data, name, limits.max_pixels, FORMATS, limits.max_side)
         except ImageError as e:
             raise HTTPException(STATUS[e.kind], str(e)) from None
+        image.info["name"] = name
+        return image
 
     def _b64(name: str, data: str) -> bytes:
         if data.startswith("data:"):
@@ -179,14 +212,56 @@ def create_app(analyser: FaceAnalyser, limits: Limits | None = None):
     return app
 
 
+def scaled(face: dict, scale: float) -> dict:
+    """A face found on a reduced image, with its box in the uploaded image's pixels."""
+    if scale == 1.0 or not face.get("box"):
+        return face
+    return {**face, "box": [round(v * scale) for v in face["box"]]}
+
+
+class JobQueue:
+    """A FIFO of (image, future) jobs from which a timed-out request can take its jobs back out."""
+
+    def __init__(self):
+        self._items: list = []
+        self._cv = threading.Condition()
+
+    def put(self, item) -> None:
+        with self._cv:
+            self._items.append(item)
+            self._cv.notify()
+
+    def get(self, timeout: float | None = None):
+        with self._cv:
+            if not self._cv.wait_for(lambda: self._items, timeout):
+                raise queue.Empty
+            return self._items.pop(0)
+
+    def remove(self, futures) -> int:
+        """Take out the jobs of these futures that are still waiting; returns how many."""
+        with self._cv:
+            keep = [it for it in self._items if it is None or it[1] not in futures]
+            n, self._items[:] = len(self._items) - len(keep), keep
+            return n
+
+    def qsize(self) -> int:
+        with self._cv:
+            return len(self._items)
+
+
 class Worker:
     """The one thread that runs the analyser; `await submit(images)` -> per image its faces."""
 
     def __init__(self, analyser: FaceAnalyser, limits: Limits):
         self.analyser, self.limits = analyser, limits
-        self.queue: queue.Queue = queue.Queue()
+        self.queue = JobQueue()
         self.batches = 0  # batches run so far
-        self._thread = threading.Thread(target=self._run, name="facial-r1-worker", daemon=True)
+        self.restarts = 0  # times the supervisor restarted a dead worker thread
+        self._reserved = 0  # images of requests being decoded, counted against max_queue
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = self._new_thread()
+        self._supervisor = threading.Thread(target=self._supervise, name="facial-r1-supervisor", daemon=True)
 
     @property
     def alive(self) -> bool:
@@ -198,27 +273,79 @@ class Worker:
 
     def start(self) -> None:
         self._thread.start()
+        self._supervisor.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.queue.put(None)
         self._thread.join(timeout=60)
 
-    async def submit(self, images: list) -> list[list[dict]]:
+    @contextmanager
+    def reserve(self, n: int):
+        """Room for `n` images in the queue, held while they decode; 503 when there is none."""
         from fastapi import HTTPException
 
         if not self.alive:
             raise HTTPException(503, "the model worker has stopped")
-        if self.queued + len(images) > self.limits.max_queue:
-            raise HTTPException(503, f"{self.queued} images queued; retry later", headers={"Retry-After": "1"})
+        with self._lock:
+            waiting = self.queued + self._reserved
+            if waiting + n > self.limits.max_queue:
+                raise HTTPException(503, f"{waiting} images queued; retry later", headers={"Retry-After": "1"})
+            self._reserved += n
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reserved -= n
+
+    def enqueue(self, images: list) -> list[Future]:
+        """Queue the images (room was reserved); one future per image."""
         futures = [Future() for _ in images]
         for image, future in zip(images, futures, strict=True):
             self.queue.put((image, future))
-        return list(await asyncio.gather(*map(asyncio.wrap_future, futures)))
+        return futures
+
+    async def wait(self, futures: list[Future], timeout: float | None = None) -> list[list[dict]]:
+        """The faces of each queued image; 504 after `timeout` s, when the request's images still
+        waiting leave the queue (and so do they when the client goes away)."""
+        from fastapi import HTTPException
+
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*map(asyncio.wrap_future, futures)), timeout))
+        except TimeoutError:
+            self.queue.remove(set(futures))
+            for future in futures:
+                future.cancel()
+            raise HTTPException(504, f"the analysis took longer than the {timeout:g} s request timeout") from None
+        except asyncio.CancelledError:  # the client went away: its images leave the queue too
+            self.queue.remove(set(futures))
+            for future in futures:
+                future.cancel()
+            raise
+
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._run, name="facial-r1-worker", daemon=True)
+
+    def _supervise(self) -> None:
+        """Restart the worker thread if it ever dies without being stopped."""
+        while not self._stopping.wait(0.5):
+            if not self._thread.is_alive() and not self._stopping.is_set():
+                log.error("the worker thread died; restarting it")
+                self.restarts += 1
+                self._thread = self._new_thread()
+                self._thread.start()
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
+            # A future whose request timed out or went away is cancelled: skip it. Once running,
+            # a future can no longer be cancelled, so setting its result below cannot raise.
+            batch = [(image, future) for image, future in batch if future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
             try:
                 found = self.analyser([image for image, _ in batch])
+                if len(found) != len(batch):
+                    raise FacialR1Error(f"the analyser returned {len(found)} results for {len(batch)} images")
             except Exception as e:  # one image's failure must not fail the others: retry them one by one
                 if len(batch) == 1:
                     self._fail(batch[0][1], e)
@@ -308,16 +435,29 @@ class _TooLarge(Exception):
     pass
 
 
+class ServerURL(str):
+    """A served URL that also knows its server's process id (to read its memory)."""
+
+    pid: int
+
+
+def peak_rss_bytes(pid: int) -> tuple[int, int]:
+    """(current, peak) resident set size of a process, from /proc (Linux)."""
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
+    return tuple(int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM"))
+
+
 @contextmanager
-def subprocess_server(*args: str, timeout: float = 120.0) -> Iterator[str]:
+def subprocess_server(*args: str, timeout: float = 120.0) -> Iterator[ServerURL]:
     """`facial-r1 serve ARGS` in a child process on a free loopback port, as a user starts it; yields
-    its URL once /healthz answers, stops it on exit. For tests and the load benchmark."""
+    its URL (with `.pid`) once /healthz answers, stops it on exit. For tests and the benchmarks."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "facial_r1.cli", "serve", *args, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
+    url, deadline = ServerURL(f"http://127.0.0.1:{port}"), time.monotonic() + timeout
+    url.pid = proc.pid
     try:
         while True:
             try:
@@ -343,6 +483,8 @@ def main(backend: str, model: str | None, host: str, port: int, landmarker: str 
     analyser = FaceAnalyser(backend, model, landmarker, max_new_tokens)
     log.info("serving the %s backend%s on http://%s:%d", backend, f" ({model})" if model else "", host, port)
     try:
-        uvicorn.run(create_app(analyser, limits), host=host, port=port, log_level="info")
+        limits = limits or Limits()
+        uvicorn.run(create_app(analyser, limits), host=host, port=port, log_level="info",
+                    limit_concurrency=limits.max_connections)
     finally:
         analyser.close()

@@ -208,23 +208,34 @@ def resolve_image(image: str, image_folders: Sequence[str | Path], sample_id: st
 
 
 def load_image(source: str | Path | bytes, sample_id: str = "?", max_pixels: int = MAX_IMAGE_PIXELS,
-               formats: Collection[str] | None = None) -> Image.Image:
+               formats: Collection[str] | None = None, max_side: int | None = None) -> Image.Image:
     """Open an image file (or the bytes of one) as RGB. Unreadable, corrupt or oversized images, and
     formats outside `formats` (PIL names such as "JPEG") when given, raise ImageError with the sample id.
 
     The pixel limit is checked on the header, before any pixel is decoded. An EXIF orientation is
-    applied, so the image is upright as a viewer (and the serve page) shows it.
+    applied, so the image is upright as a viewer (and the serve page) shows it. With `max_side`, the
+    image is reduced at once so its longer side is at most that: a JPEG is decoded at a reduced
+    scale (`Image.draft`), then one resize; `image.info["scale"]` is the factor back to the
+    upright original's pixels (1.0 when not reduced).
     """
     where = f"sample {sample_id}: image" + ("" if isinstance(source, bytes) else f" {source}")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             if formats is not None and im.format not in formats:
                 raise ImageError(f"{where} is {im.format}; accepted: {', '.join(sorted(formats))}", "format")
+            full, header = max(im.size), im.size
+            if max_side and full > max_side and im.format == "JPEG":
+                im.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale, never below max_side
+            # The limit is on the pixels that will be decoded: the header's, or a JPEG's reduced draft.
             if im.width * im.height > max_pixels:
-                raise ImageError(f"{where} is {im.width}x{im.height}, over the {max_pixels} pixel limit", "too_large")
+                raise ImageError(f"{where} is {header[0]}x{header[1]}, over the {max_pixels} pixel limit", "too_large")
             im.load()
             # Upright as viewers see it: phone photos store their rotation in EXIF.
-            return ImageOps.exif_transpose(im).convert("RGB")
+            out = ImageOps.exif_transpose(im).convert("RGB")
+            if max_side and max(out.size) > max_side:
+                out.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+            out.info["scale"] = full / max(out.size)
+            return out
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
