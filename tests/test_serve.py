@@ -348,3 +348,65 @@ def test_peak_memory_stays_under_the_documented_bound():
     assert set(codes[:20]) <= {200, 503} and codes[:20].count(200) >= 1 and codes[20:] == [413] * 4
     assert healthy == "ok"
     assert peak <= memory_bound(Limits(), base), (peak >> 20, memory_bound(Limits(), base) >> 20)
+
+
+def run_asgi(app, messages, delay_after=None):
+    """Drive an ASGI app with `messages` from the client (sleeping forever after `delay_after`)."""
+    import asyncio
+
+    sent, queue = [], list(messages)
+
+    async def receive():
+        if delay_after is not None and len(messages) - len(queue) >= delay_after:
+            await asyncio.sleep(3600)
+        return queue.pop(0) if queue else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "path": "/v1/analyze", "headers": [(b"content-length", b"100")]}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_a_stalled_upload_gets_408_and_excess_requests_503():
+    import asyncio
+
+    from facial_r1.serve import BodyLimit, InFlightLimit
+
+    async def reads_body(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    stalled = run_asgi(BodyLimit(reads_body, 1000, timeout=0.2), [{"type": "http.request", "body": b"x" * 50,
+                                                                   "more_body": True}], delay_after=1)
+    assert stalled[0]["status"] == 408 and b"no body data for 0.2 s" in stalled[1]["body"]
+
+    gate = asyncio.Event()
+
+    async def held(scope, receive, send):
+        await gate.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    limited = InFlightLimit(held, max_requests=1)
+
+    async def two():
+        out = []
+
+        async def send(m):
+            out.append(m)
+        first = asyncio.create_task(limited({"type": "http", "path": "/v1/analyze"}, None, send))
+        await asyncio.sleep(0.01)
+        chunks = [{"type": "http.request", "body": b"x", "more_body": True}, {"type": "http.request", "body": b"y"}]
+
+        async def receive():
+            return chunks.pop(0)
+        await limited({"type": "http", "path": "/v1/analyze"}, receive, send)  # body drained, then refused
+        assert chunks == []
+        gate.set()
+        await first
+        return out
+
+    out = asyncio.run(two())
+    assert out[0]["status"] == 503 and (b"retry-after", b"1") in out[0]["headers"] and out[-1]["status"] == 200

@@ -37,6 +37,7 @@ import queue
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -64,7 +65,8 @@ class Limits:
     max_batch: int = 8  # images per model batch
     max_queue: int = 32  # images waiting (and reserved for decoding); more answers 503
     max_decodes: int = 2  # images decoded at once
-    max_connections: int = 32  # requests in flight (uvicorn's limit_concurrency); more answers 503
+    max_connections: int = 32  # requests in flight; more answers 503 + Retry-After before the body is read
+    body_timeout: float = 30.0  # seconds a client may take between two chunks of its body; then 408
     request_timeout: float = 60.0  # seconds; then 504 and the request's images leave the queue
     batch_wait: float = 0.01  # seconds the worker waits to fill a batch
 
@@ -115,7 +117,8 @@ def create_app(analyser: FaceAnalyser, limits: Limits | None = None):
 
     app = FastAPI(title="facial-r1", version="0.1.0", lifespan=lifespan,
                   description="Explainable facial emotion analysis: per face, the AUs, the emotion and the reasoning.")
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout)
+    app.add_middleware(InFlightLimit, max_requests=limits.max_connections, timeout=limits.body_timeout)  # outermost
     app.state.worker = worker
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -388,12 +391,49 @@ class Worker:
         return batch
 
 
+async def send_json(send, status: int, detail: str, headers: tuple = ()) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class InFlightLimit:
+    """ASGI middleware: at most `max_requests` HTTP requests in flight; the next gets 503 with
+    Retry-After. Its body is read and dropped chunk by chunk first (nothing kept, so memory stays
+    bounded), so the client is not cut off mid-upload and sees the 503 rather than a reset."""
+
+    def __init__(self, app, max_requests: int, timeout: float = 30.0):
+        self.app, self.max_requests, self.in_flight, self.timeout = app, max_requests, 0, timeout
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] == "/healthz":
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.max_requests:
+            try:
+                while True:
+                    message = await asyncio.wait_for(receive(), self.timeout)
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        break
+            except TimeoutError:
+                pass
+            return await send_json(send, 503, f"{self.in_flight} requests in flight; retry later",
+                                   ((b"retry-after", b"1"),))
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 class BodyLimit:
     """ASGI middleware: a body over `max_bytes` gets 413 before it is read, by its Content-Length or,
-    when streamed without one, as soon as the bytes received pass the limit."""
+    when streamed without one, as soon as the bytes received pass the limit; a client that sends
+    nothing for `timeout` seconds mid-body gets 408 (a stalled upload cannot hold a slot forever)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout: float = 30.0):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -401,12 +441,18 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             return await self._refuse(send)
-        received, started = 0, False
+        received, started, body_done = 0, False, False
 
         async def counting_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body, receive() only waits for a disconnect: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                raise _TooSlow from None
             received += len(message.get("body", b""))
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             if received > self.max_bytes:
                 raise _TooLarge
             return message
@@ -422,16 +468,20 @@ class BodyLimit:
             if started:
                 raise
             await self._refuse(send)
+        except _TooSlow:
+            if started:
+                raise
+            await send_json(send, 408, f"no body data for {self.timeout:g} s; request abandoned")
 
     async def _refuse(self, send):
-        body = json.dumps({"detail": f"request body over the {self.max_bytes} byte limit"}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 413, f"request body over the {self.max_bytes} byte limit")
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _TooSlow(Exception):
     pass
 
 
@@ -454,8 +504,10 @@ def subprocess_server(*args: str, timeout: float = 120.0) -> Iterator[ServerURL]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # The server's log goes to a file: a pipe nobody reads fills up and blocks the server's logging.
+    log_file = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-m", "facial_r1.cli", "serve", *args, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log_file, stderr=subprocess.STDOUT, text=True)
     url, deadline = ServerURL(f"http://127.0.0.1:{port}"), time.monotonic() + timeout
     url.pid = proc.pid
     try:
@@ -466,12 +518,15 @@ def subprocess_server(*args: str, timeout: float = 120.0) -> Iterator[ServerURL]
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     proc.kill()
-                    raise FacialR1Error(f"facial-r1 serve did not start:\n{proc.communicate()[0]}") from None
+                    proc.wait()
+                    log_file.seek(0)
+                    raise FacialR1Error(f"facial-r1 serve did not start:\n{log_file.read()}") from None
                 time.sleep(0.2)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log_file.close()
 
 
 def main(backend: str, model: str | None, host: str, port: int, landmarker: str | None = None,
@@ -484,7 +539,8 @@ def main(backend: str, model: str | None, host: str, port: int, landmarker: str 
     log.info("serving the %s backend%s on http://%s:%d", backend, f" ({model})" if model else "", host, port)
     try:
         limits = limits or Limits()
+        # uvicorn's own cap is a socket-level safety net above the app's InFlightLimit
         uvicorn.run(create_app(analyser, limits), host=host, port=port, log_level="info",
-                    limit_concurrency=limits.max_connections)
+                    limit_concurrency=2 * limits.max_connections + 16)
     finally:
         analyser.close()
