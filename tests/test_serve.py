@@ -186,15 +186,22 @@ def test_one_failing_image_fails_only_its_own_request():
     assert recorder.batches == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]  # the batch, then one by one
 
 
-def test_a_full_queue_answers_503():
-    entered, gate = threading.Event(), threading.Event()
+def held_analyser():
+    """An analyser that holds the worker until the test lets go: (analyser, entered, gate, seen)."""
+    entered, gate, seen = threading.Event(), threading.Event(), []
 
-    def slow(images):  # holds the worker until the test lets go
+    def slow(images):
+        seen.extend(images)
         entered.set()
         gate.wait(30)
         return [[] for _ in images]
 
     slow.backend, slow.model = "test", None
+    return slow, entered, gate, seen
+
+
+def test_a_full_queue_answers_503():
+    slow, entered, gate, _ = held_analyser()
     png = {"image": ("x.png", encoded(), "image/png")}
     with TestClient(create_app(slow, Limits(max_queue=2, max_batch=1))) as c, ThreadPoolExecutor(3) as pool:
         first = pool.submit(c.post, "/v1/analyze", files=png)
@@ -254,15 +261,7 @@ def test_cancelled_futures_are_skipped_and_the_worker_lives_on():
 
 
 def test_request_timeout_answers_504_and_the_image_leaves_the_queue():
-    entered, gate, seen = threading.Event(), threading.Event(), []
-
-    def slow(images):
-        seen.extend(images)
-        entered.set()
-        gate.wait(30)
-        return [[] for _ in images]
-
-    slow.backend, slow.model = "test", None
+    slow, entered, gate, seen = held_analyser()
     png = {"image": ("x.png", encoded(), "image/png")}
     with TestClient(create_app(slow, Limits(max_batch=1, request_timeout=0.5))) as c, ThreadPoolExecutor(1) as pool:
         first = pool.submit(c.post, "/v1/analyze", files=png)
