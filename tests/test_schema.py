@@ -123,3 +123,23 @@ def test_read_with_images_skips_and_reports(tmp_path):
     good, errors = read_samples_with_images(tmp_path / "c.jsonl", [tmp_path], skip_bad=True)
     assert [s["id"] for s in good] == ["s1"]
     assert len(errors) == 2 and "sample s2" in errors[0] and "sample s3" in errors[1]
+
+
+@pytest.mark.parametrize("fmt, size, max_side, expected", [
+    ("JPEG", (3200, 2400), 1600, (1600, 1200)),  # reduced (a JPEG via its draft, then one resize)
+    ("PNG", (3000, 1000), 1600, (1600, 533)),     # reduced by the resize alone
+    ("PNG", (800, 600), 1600, (800, 600)),        # small: untouched
+])
+def test_load_image_reduces_to_max_side_and_records_the_scale(fmt, size, max_side, expected):
+    buf = io.BytesIO()
+    Image.new("RGB", size, (120, 60, 30)).save(buf, format=fmt)
+    im = load_image(buf.getvalue(), "s", max_side=max_side)
+    assert im.size == expected and im.info["scale"] == pytest.approx(max(size) / max(expected))
+
+
+def test_the_pixel_cap_counts_a_jpegs_reduced_draft():
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 3000), "white").save(buf, format="JPEG")  # 12 MP header, 3 MP at 1/2 scale
+    with pytest.raises(ImageError, match="over the 8000000 pixel limit"):
+        load_image(buf.getvalue(), "s", max_pixels=8_000_000)  # decoded in full: refused
+    assert load_image(buf.getvalue(), "s", max_pixels=8_000_000, max_side=1600).size == (1600, 1200)
