@@ -225,7 +225,8 @@ def load_image(source: str | Path | bytes, sample_id: str = "?", max_pixels: int
                 raise ImageError(f"{where} is {im.format}; accepted: {', '.join(sorted(formats))}", "format")
             full, header = max(im.size), im.size
             if max_side and full > max_side and im.format == "JPEG":
-                im.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale, never below max_side
+                # decode at 1/2, 1/4 or 1/8 scale, never below the reduced size the image is headed for
+                im.draft("RGB", (im.width * max_side // full, im.height * max_side // full))
             # The limit is on the pixels that will be decoded: the header's, or a JPEG's reduced draft.
             if im.width * im.height > max_pixels:
                 raise ImageError(f"{where} is {header[0]}x{header[1]}, over the {max_pixels} pixel limit", "too_large")
