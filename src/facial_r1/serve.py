@@ -315,15 +315,12 @@ class Worker:
 
         try:
             return list(await asyncio.wait_for(asyncio.gather(*map(asyncio.wrap_future, futures)), timeout))
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError) as e:  # timed out, or the client went away
             self.queue.remove(set(futures))
             for future in futures:
                 future.cancel()
-            raise HTTPException(504, f"the analysis took longer than the {timeout:g} s request timeout") from None
-        except asyncio.CancelledError:  # the client went away: its images leave the queue too
-            self.queue.remove(set(futures))
-            for future in futures:
-                future.cancel()
+            if isinstance(e, TimeoutError):
+                raise HTTPException(504, f"the analysis took longer than the {timeout:g} s request timeout") from None
             raise
 
     def _new_thread(self) -> threading.Thread:

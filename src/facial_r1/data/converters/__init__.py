@@ -33,7 +33,7 @@ class Converted:
 
 
 def note_dropped(result_notes: dict, path, report) -> None:
-    """Record a ReadReport's (or a converter's) dropped AU codes under the file's name."""
+    """Record a ReadReport's dropped AU codes (counted by schema.normalize_aus) under the file's name."""
     if report.unknown_aus or report.not_scored_aus:
         result_notes[str(path)] = {"unknown": dict(report.unknown_aus), "not_scored": dict(report.not_scored_aus)}
 

@@ -12,10 +12,10 @@ lacks are dropped and their "on" values counted per file. Images are looked up a
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from pathlib import Path
 
-from facial_r1.data.converters import Converted, check_images, fea_sample, row_error
+from facial_r1.data.converters import Converted, check_images, fea_sample, note_dropped, row_error
+from facial_r1.data.schema import ReadReport, normalize_aus
 from facial_r1.errors import FacialR1Error
 from facial_r1.facs import AU_SUBSETS, parse_au_code
 
@@ -29,7 +29,7 @@ def convert(src: Path) -> Converted:
     samples, dropped = [], {}
     for f in files:
         subject, task = f.stem.split("_", 1)
-        unknown, not_scored = Counter(), Counter()
+        report = ReadReport(str(f))
         with f.open(newline="") as fh:
             reader = csv.reader(fh)
             header = [h.strip() for h in next(reader, [])]
@@ -52,19 +52,10 @@ def convert(src: Path) -> Converted:
                     raise row_error(f, line, "AU values 0, 1 or 9", f"column(s) {bad}")
                 if any(values[cols[au]] == 9 for au in AU_SUBSETS["bp4d"]):
                     continue
-                aus = []
-                for i, v in values.items():
-                    if v != 1:
-                        continue
-                    kind = codes[i].kind
-                    if kind == "au":
-                        aus.append(codes[i].code)
-                    else:
-                        (unknown if kind == "unknown" else not_scored)[codes[i].code] += 1
+                aus = normalize_aus([header[i] for i, v in values.items() if v == 1], report)
                 samples.append(fea_sample(f"bp4d-{subject}-{task}-{frame:04d}", "bp4d", frame_image(src, subject, task, frame),
                                           aus, [], {"subject": subject, "task": task, "frame": frame}))
-        if unknown or not_scored:
-            dropped[str(f)] = {"unknown": dict(unknown), "not_scored": dict(not_scored)}
+        note_dropped(dropped, f, report)
     return Converted({"all": samples}, src, check_images(samples, src), dropped)
 
 

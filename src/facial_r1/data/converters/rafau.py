@@ -11,12 +11,12 @@ error naming FILE:LINE. The original image (<name>) is used when no aligned one 
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
-from facial_r1.data.converters import Converted, check_images, fea_sample, row_error
+from facial_r1.data.converters import Converted, check_images, fea_sample, note_dropped, row_error
+from facial_r1.data.schema import ReadReport, normalize_aus
 from facial_r1.errors import FacialR1Error
-from facial_r1.facs import parse_au_code, sort_aus
+from facial_r1.facs import parse_au_code
 
 
 def convert(src: Path) -> Converted:
@@ -24,7 +24,7 @@ def convert(src: Path) -> Converted:
     if label_file is None:
         raise FacialR1Error(f"{src}: no RAF-AU label file (*label*.txt)")
     root = label_file.parent
-    samples, unknown, not_scored = [], Counter(), Counter()
+    samples, report, dropped = [], ReadReport(str(label_file)), {}
     for line, text in enumerate(label_file.read_text().splitlines(), start=1):
         if not text.strip():
             continue
@@ -32,19 +32,14 @@ def convert(src: Path) -> Converted:
         if len(parts) != 2:
             raise row_error(label_file, line, "'<name>.jpg <AU+AU+...>'", text)
         name, codes = parts
-        aus = []
-        for token in ([] if codes.lower() == "null" else codes.split("+")):
-            try:
-                code = parse_au_code(token)
-            except FacialR1Error:
-                raise row_error(label_file, line, "AU codes like 12, L12 or 12B", token) from None
-            if code.kind == "au":
-                aus.append(code.code)
-            else:
-                (unknown if code.kind == "unknown" else not_scored)[code.code] += 1
-        samples.append(fea_sample(f"rafau-{Path(name).stem}", "rafau", image_of(root, name), sort_aus(aus), [],
+        tokens = [] if codes.lower() == "null" else codes.split("+")
+        try:
+            aus = normalize_aus(tokens, report)  # codes FACS lacks: dropped, counted in the report
+        except FacialR1Error:
+            raise row_error(label_file, line, "AU codes like 12, L12 or 12B", next(filter(malformed, tokens))) from None
+        samples.append(fea_sample(f"rafau-{Path(name).stem}", "rafau", image_of(root, name), aus, [],
                                   {"raw": codes}))
-    dropped = {str(label_file): {"unknown": dict(unknown), "not_scored": dict(not_scored)}} if unknown or not_scored else {}
+    note_dropped(dropped, label_file, report)
     return Converted({"all": samples}, root, check_images(samples, root), dropped)
 
 
@@ -54,3 +49,11 @@ def image_of(root: Path, name: str) -> str:
         if (root / candidate).is_file():
             return candidate
     return f"aligned/{stem}_aligned.jpg"
+
+
+def malformed(token: str) -> bool:
+    try:
+        parse_au_code(token)
+    except FacialR1Error:
+        return True
+    return False
