@@ -232,7 +232,7 @@ def load_image(source: str | Path | bytes, sample_id: str = "?", max_pixels: int
                 raise ImageError(f"{where} is {header[0]}x{header[1]}, over the {max_pixels} pixel limit", "too_large")
             im.load()
             # Upright as viewers see it: phone photos store their rotation in EXIF.
-            out = ImageOps.exif_transpose(im).convert("RGB")
+            out = to_rgb(ImageOps.exif_transpose(im))
             if max_side and max(out.size) > max_side:
                 out.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
             out.info["scale"] = full / max(out.size)
@@ -245,6 +245,30 @@ def load_image(source: str | Path | bytes, sample_id: str = "?", max_pixels: int
         raise ImageError(f"{where}: cannot read image: {e}", "too_large") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{where}: cannot read image: {e}", "corrupt") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB as a viewer shows the image: 16-bit, 32-bit and float gray are scaled to 0..255
+    (PIL's own conversion clips them: a 16-bit photo turns white), transparency is laid over
+    white, and palette, CMYK, 1-bit and gray images are converted.
+
+    >>> to_rgb(Image.new("I;16", (1, 1), 32896)).getpixel((0, 0))
+    (128, 128, 128)
+    >>> to_rgb(Image.new("LA", (1, 1), (0, 0))).getpixel((0, 0))  # fully transparent black
+    (255, 255, 255)
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        import numpy as np
+
+        values = np.asarray(image, dtype=np.float64)
+        peak = float(values.max(initial=0.0))
+        # the range the values were stored in: [0, 1] floats, 8-bit, else 16-bit
+        top = 1.0 if image.mode == "F" and peak <= 1.0 else 255.0 if peak <= 255 else 65535.0
+        image = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).round().astype(np.uint8), "L")
+    elif image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert("RGB")
 
 
 def read_samples_with_images(
