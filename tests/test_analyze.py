@@ -38,6 +38,22 @@ def test_folder_gives_the_face_and_an_error_per_bad_input(folder):
     assert "over the 40000000 pixel limit" in by_file["e_huge.png"]["error"]
 
 
+def test_group_photo_gives_one_row_per_face(tmp_path):
+    """`analyze` on a 1000x667 group photo of five frontal faces 90-110 px wide finds all five."""
+    import importlib.util
+    import random
+
+    spec = importlib.util.spec_from_file_location("face_detection", "benchmarks/face_detection.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    image, truth = bench.group_photo(random.Random(7), 100, (1000, 667), n_faces=5, max_angle=10,
+                                     faces=("astronaut.jpg", "grace_hopper.jpg"))
+    image.save(tmp_path / "group.jpg", quality=90)
+    rows = list(analyze([str(tmp_path / "group.jpg")]))
+    assert len(rows) == 5 and bench.match([r["box"] for r in rows], truth) == (5, 0)
+    assert all(r["emotion"] in ("Happiness", "Neutral") and "error" not in r for r in rows)
+
+
 def test_video_frames_are_sampled(tmp_path):
     import cv2
 

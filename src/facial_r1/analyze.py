@@ -2,8 +2,9 @@
 
     facial-r1 analyze photo.jpg shots/ clip.mp4 [--backend landmarks|vlm --model CKPT] [--every 1.0] [--csv]
 
-MediaPipe's Face Landmarker finds the faces for both backends (the [faces] extra). The
-`landmarks` backend reads the AUs from its blendshapes (landmarks.py); the `vlm` backend crops
+MediaPipe finds the faces for both backends, small and far ones too (the [faces] extra;
+landmarks.py). The `landmarks` backend reads the AUs from the Face Landmarker's blendshapes (a
+found face it cannot read, such as a profile, gets a box and an `error`); the `vlm` backend crops
 each face and lets a trained checkpoint write its analysis, in batches. Every input that
 fails (not an image or video, corrupt, too large, no face) yields an object with an `error`
 and the rest of the batch goes on.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from facial_r1.data.schema import load_image
 from facial_r1.errors import FacialR1Error
-from facial_r1.landmarks import LandmarkAnalyser
+from facial_r1.landmarks import MIN_FACE, LandmarkAnalyser
 from facial_r1.parse import parse_completion
 
 log = logging.getLogger(__name__)
@@ -25,12 +26,15 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 CSV_FIELDS = ("file", "frame", "box", "aus", "emotion", "reasoning", "error")
+UNREAD = "face found, expression not readable (turned away, covered or blurred)"
 
 
 def analyze(paths: Iterable[str], backend: str = "landmarks", model: str | None = None, every: float = 1.0,
-            batch_size: int = 8, landmarker: str | None = None, max_new_tokens: int = 160) -> Iterator[dict]:
-    """One dict per face found (or per input that failed), in input order; `batch_size` images a batch."""
-    with FaceAnalyser(backend, model, landmarker, max_new_tokens) as analyser:
+            batch_size: int = 8, landmarker: str | None = None, max_new_tokens: int = 160,
+            min_face: int = MIN_FACE) -> Iterator[dict]:
+    """One dict per face found (or per input that failed), in input order; `batch_size` images a batch;
+    faces down to `min_face` px wide are searched for."""
+    with FaceAnalyser(backend, model, landmarker, max_new_tokens, min_face) as analyser:
         for chunk in _chunks(_frames(paths, every), batch_size):
             found = iter(analyser([item["image"] for item in chunk if "image" in item]))
             for item in chunk:
@@ -51,14 +55,14 @@ class FaceAnalyser:
     list of {'box', 'aus', 'emotion', 'reasoning'}. Used by `analyze` and by the server's worker."""
 
     def __init__(self, backend: str = "landmarks", model: str | None = None, landmarker: str | None = None,
-                 max_new_tokens: int = 160):
+                 max_new_tokens: int = 160, min_face: int = MIN_FACE):
         if backend not in ("landmarks", "vlm"):
             raise FacialR1Error(f"unknown backend {backend!r}; choose landmarks or vlm")
         if backend == "vlm" and not model:
             raise FacialR1Error("the vlm backend needs --model CKPT")
         self.backend, self.model, self.max_new_tokens = backend, model, max_new_tokens
         self.vlm = _load_vlm(model) if backend == "vlm" else None
-        self.finder = LandmarkAnalyser(landmarker)
+        self.finder = LandmarkAnalyser(landmarker, min_face=min_face)
 
     def close(self) -> None:
         self.finder.close()
@@ -77,6 +81,8 @@ class FaceAnalyser:
                 row = {"box": list(face.box)}
                 if self.vlm is None:
                     row.update(aus=list(face.aus), emotion=face.emotion, reasoning=face.reasoning)
+                    if not face.read:
+                        row["error"] = UNREAD
                 else:
                     crops.append((row, _crop(image, face.box)))
                 faces.append(row)

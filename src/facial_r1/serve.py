@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from facial_r1.analyze import FaceAnalyser, face_results
 from facial_r1.data.schema import load_image
 from facial_r1.errors import FacialR1Error, ImageError
+from facial_r1.landmarks import MIN_FACE
 
 log = logging.getLogger(__name__)
 
@@ -527,12 +528,12 @@ def subprocess_server(*args: str, timeout: float = 120.0) -> Iterator[ServerURL]
 
 
 def main(backend: str, model: str | None, host: str, port: int, landmarker: str | None = None,
-         max_new_tokens: int = 160, limits: Limits | None = None) -> None:
+         max_new_tokens: int = 160, limits: Limits | None = None, min_face: int = MIN_FACE) -> None:
     try:
         import uvicorn
     except ImportError:
         raise FacialR1Error("serve needs the [serve] extra: pip install 'facial-r1[serve]'") from None
-    analyser = FaceAnalyser(backend, model, landmarker, max_new_tokens)
+    analyser = FaceAnalyser(backend, model, landmarker, max_new_tokens, min_face)
     log.info("serving the %s backend%s on http://%s:%d", backend, f" ({model})" if model else "", host, port)
     try:
         limits = limits or Limits()
