@@ -32,6 +32,8 @@ VARIANTS = {
     "grpo_unguided": {"grpo": {"max_steps": 80, "save_strategy": "no", "guided_fraction": 0.0}, "rounds": 0},
     "reward_au_f1_signed": {"grpo": {"max_steps": 80, "save_strategy": "no",
                                      "rewards": ["au_f1_signed", "accuracy", "format"]}, "rounds": 0},
+    # per-reward token credit: AU F1's advantage share on <think>, accuracy's on <answer> (grpo.py)
+    "token_credit": {"grpo": {"max_steps": 80, "save_strategy": "no", "token_credit": True}, "rounds": 0},
 }
 KEYS = ("au_f1", "accuracy", "rouge_l", "format_rate")
 

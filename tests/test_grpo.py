@@ -138,3 +138,97 @@ def test_au_rarity_weighting_adds_a_weight_per_data_set(synfacs_small):
     for name in ("a", "b"):  # min-max normalised within each data set, as per file in the released loader
         idx = [i for i, s in enumerate(samples) if s["dataset"] == name]
         assert [weighted[i]["reward_weight"] for i in idx] == pytest.approx(au_rarity_weights([samples[i]["AUs"] for i in idx]))
+
+
+def _trl_advantages(rewards_per_func, weights, g, scale):
+    """TRL 1.x's sum_then_normalize advantage, written out directly (GRPOTrainer._generate_and_score_completions)."""
+    import torch
+
+    rewards = (rewards_per_func * weights).nansum(dim=1)
+    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    mean = torch.nanmean(rewards.view(-1, g), dim=1).repeat_interleave(g)
+    valid = ~torch.isnan(rewards)
+    if scale == "group":
+        std = torch.stack([x[~torch.isnan(x)].std() for x in rewards.view(-1, g)]).repeat_interleave(g)
+    else:
+        std = rewards[valid].std().expand_as(rewards)
+    adv = rewards - mean
+    if scale != "none":
+        adv = adv / (std + 1e-4)
+    return torch.nan_to_num(adv, nan=0.0)
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_reward_shares_add_up_to_trls_advantage(scale):
+    import torch
+
+    torch.manual_seed(0)
+    rpf = torch.rand(12, 3)          # 3 groups of 4 completions, 3 rewards
+    rpf[4:8, 1] = torch.nan          # the accuracy reward skipped a whole group (no label)
+    rpf[9, 0] = torch.nan            # one reward skipped one completion
+    rpf[11] = torch.nan              # every reward skipped this one: no advantage
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    shares = grpo.reward_shares(rpf, weights, 4, scale)
+    assert torch.allclose(shares.sum(dim=1), _trl_advantages(rpf, weights, 4, scale), atol=1e-5)
+    assert torch.all(shares[4:8, 1] == 0) and torch.all(shares[11] == 0)
+
+
+def test_block_masks_follow_the_parser_on_real_tokens(tiny_model):
+    """With the tiny tokenizer '</think><answer>' is tokenized '</', 'think', '><', 'answer', '>'."""
+    import torch
+
+    from facial_r1 import models
+
+    _, processor = models.load(str(tiny_model))
+    tok = processor.tokenizer
+    texts = ["<think>brows lowered (AU4)</think><answer>Anger</answer>", "no tags at all"]
+    encoded = [tok.encode(t, add_special_tokens=False) for t in texts]
+    width = max(map(len, encoded)) + 2
+    ids = torch.tensor([e + [tok.pad_token_id or 0] * (width - len(e)) for e in encoded])
+    keep = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded])
+    masks = grpo.block_masks(processor, ids, keep)
+
+    def text(block, row):
+        return "".join(tok.decode([i]) for i, m in zip(ids[row].tolist(), masks[block][row].tolist()) if m)
+
+    assert text("think", 0).strip() == "brows lowered (AU4)" and text("answer", 0) == "Anger"
+    assert masks["think"][1].sum() == 0 and masks["answer"][1].sum() == 0
+    assert torch.equal(masks["all"], keep)
+    # AU F1's share on the think tokens, accuracy's on the answer tokens, format's everywhere
+    shares = torch.tensor([[0.3, -0.2, 0.1], [0.0, 0.0, -0.4]])
+    adv = grpo.token_advantages(shares, masks, ["think", "answer", None])
+    think, answer = masks["think"][0].bool(), masks["answer"][0].bool()
+    assert torch.allclose(adv[0][think], torch.tensor(0.4)) and torch.allclose(adv[0][answer], torch.tensor(-0.1))
+    assert torch.allclose(adv[0][keep[0].bool() & ~think & ~answer], torch.tensor(0.1))  # the tags themselves
+    assert torch.all(adv[1][keep[1].bool()] == -0.4) and torch.all(adv[:, -1] == 0)
+
+
+def test_token_credit_run_gives_per_token_advantages(tiny_model, synfacs_small, tmp_path):
+    start = _tiny_sft(tiny_model, synfacs_small, tmp_path)
+    seen = []
+    original = grpo.TimedGRPOTrainer._generate_and_score_completions
+
+    def spy(self, inputs):
+        out = original(self, inputs)
+        seen.append(tuple(out["advantages"].shape) == tuple(out["completion_ids"].shape))
+        return out
+
+    grpo.TimedGRPOTrainer._generate_and_score_completions = spy
+    try:
+        out = grpo.main("configs/grpo/tiny-cpu.yaml", {
+            "model": str(start), "data_paths": [str(synfacs_small / "train.jsonl")],
+            "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / "grpo"), "max_steps": 2,
+            "logging_steps": 1, "per_device_train_batch_size": 4, "num_generations": 2,
+            "max_completion_length": 16, "save_strategy": "no", "token_credit": True})
+    finally:
+        grpo.TimedGRPOTrainer._generate_and_score_completions = original
+    assert seen and all(seen)  # (B, T) advantages reached TRL's loss
+    logs = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert all("credit/think_token_share" in x for x in logs if "loss" in x)
+
+
+def test_token_credit_needs_summed_rewards(synfacs_small, tmp_path):
+    with pytest.raises(FacialR1Error, match="token_credit: true needs multi_objective_aggregation: sum_then_normalize"):
+        grpo.main("configs/grpo/tiny-cpu.yaml", {
+            "model": "unused", "data_paths": [str(synfacs_small / "train.jsonl")], "image_folders": [str(synfacs_small)],
+            "output_dir": str(tmp_path / "g"), "token_credit": True, "multi_objective_aggregation": "normalize_then_sum"})

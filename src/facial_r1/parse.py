@@ -45,13 +45,14 @@ def parse_completion(text: object) -> Analysis:
         and not text[a1 + len(ANSWER_CLOSE):].strip()
     )
 
-    if t0 != -1 and t1 > t0:
-        reasoning = text[t0 + len(THINK_OPEN):t1]
+    spans = block_spans(text)
+    if "think" in spans:
+        reasoning = text[slice(*spans["think"])]
     else:
         reasoning = text[:a0] if a0 != -1 else text
         reasoning = reasoning.replace(THINK_OPEN, "").replace(THINK_CLOSE, "")
 
-    answer_text = text[a0 + len(ANSWER_OPEN):a1] if a0 != -1 and a1 > a0 else ""
+    answer_text = text[slice(*spans["answer"])] if "answer" in spans else ""
     return Analysis(
         reasoning=reasoning.strip(),
         aus=cited_aus(reasoning),
@@ -59,6 +60,21 @@ def parse_completion(text: object) -> Analysis:
         answer_text=answer_text.strip(),
         format_valid=format_valid,
     )
+
+
+def block_spans(text: str) -> dict[str, tuple[int, int]]:
+    """(start, end) character spans of the think and answer blocks' contents, as `parse_completion`
+    reads them (first open tag to the first close tag after it); a missing block is absent.
+
+    >>> block_spans("<think>AU4</think><answer>Anger</answer>")
+    {'think': (7, 10), 'answer': (26, 31)}
+    """
+    spans = {}
+    for name, open_tag, close_tag in (("think", THINK_OPEN, THINK_CLOSE), ("answer", ANSWER_OPEN, ANSWER_CLOSE)):
+        start, end = text.find(open_tag), text.find(close_tag)
+        if start != -1 and end > start:
+            spans[name] = (start + len(open_tag), end)
+    return spans
 
 
 def cited_aus(text: str) -> tuple[str, ...]:

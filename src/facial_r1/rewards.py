@@ -147,6 +147,15 @@ REWARDS: dict[str, RewardFn] = {
     "format": format_reward,
 }
 
+# The completion block each reward judges. With GRPO's `token_credit`, a reward's advantage goes to
+# that block's tokens only (the released Facial-R1 trainer masks its AU reward to <think>); a
+# reward not listed here judges the whole completion.
+REWARD_BLOCKS: dict[str, str] = {
+    "au_f1": "think",
+    "au_f1_signed": "think",
+    "accuracy": "answer",
+}
+
 # The dataset columns each reward reads; checked before training starts.
 REWARD_COLUMNS: dict[str, tuple[str, ...]] = {
     "au_f1": ("AUs",),
