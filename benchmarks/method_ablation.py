@@ -34,6 +34,8 @@ VARIANTS = {
                                      "rewards": ["au_f1_signed", "accuracy", "format"]}, "rounds": 0},
     # per-reward token credit: AU F1's advantage share on <think>, accuracy's on <answer> (grpo.py)
     "token_credit": {"grpo": {"max_steps": 80, "save_strategy": "no", "token_credit": True}, "rounds": 0},
+    # 2.5x the GRPO steps (the control row gets as many more SFT steps)
+    "grpo_200_steps": {"grpo": {"max_steps": 200, "save_strategy": "no"}, "rounds": 0},
 }
 KEYS = ("au_f1", "accuracy", "rouge_l", "format_rate")
 

@@ -76,6 +76,7 @@ def test_vlm_backend_runs_the_checkpoint_on_face_crops(tiny_model):
 @pytest.mark.parametrize("kwargs, message", [
     ({"backend": "magic"}, "unknown backend 'magic'"),
     ({"backend": "vlm"}, "the vlm backend needs --model"),
+    ({"min_face": 2}, "min_face must be at least 8 px, got 2"),
 ])
 def test_bad_options(kwargs, message):
     with pytest.raises(FacialR1Error, match=message):
