@@ -3,6 +3,7 @@ import importlib.resources
 import importlib.util
 import io
 import random
+import re
 
 import matplotlib.cbook
 import numpy as np
@@ -212,6 +213,16 @@ def test_large_gray_photo_with_a_profile(analyser):
                                      faces=("camera.jpg",))
     assert image.mode == "L"
     assert bench.match([f.box for f in analyser.analyse(image)], truth) == (1, 0)
+
+
+def test_max_faces_reads_the_most_certain_and_says_so(caplog):
+    image, truth = bench.group_photo(random.Random(3), 50, (2560, 1920), n_faces=6, max_angle=0,
+                                     faces=("astronaut.jpg", "grace_hopper.jpg"))
+    with LandmarkAnalyser(max_faces=4) as few:
+        faces = few.analyse(image)
+    assert len(faces) == 4 and bench.match([f.box for f in faces], truth) == (4, 0)
+    # detections (before duplicates from overlapping tiles are merged by reading) are what is capped
+    assert re.search(r"\d+ face detections, reading the 4 most certain \(max_faces\)", caplog.text)
 
 
 def test_min_face_bounds_the_search(analyser):

@@ -237,7 +237,7 @@ class LandmarkAnalyser:
     """Finds every face (full-range detector over tiles) and reads each with the Face Landmarker;
     `analyse(image)` -> faces (possibly none), left to right."""
 
-    def __init__(self, model_path: str | Path | None = None, max_faces: int = 32, min_face: int = MIN_FACE):
+    def __init__(self, model_path: str | Path | None = None, max_faces: int = 128, min_face: int = MIN_FACE):
         try:
             import mediapipe as mp
             from mediapipe.tasks.python import BaseOptions, vision
@@ -275,7 +275,10 @@ class LandmarkAnalyser:
 
         pixels = np.ascontiguousarray(np.asarray(to_rgb(image)))
         read, unread = [], []
-        for box, score in self.find(pixels)[: self.max_faces]:
+        found = self.find(pixels)
+        if len(found) > self.max_faces:
+            log.warning("%d face detections, reading the %d most certain (max_faces)", len(found), self.max_faces)
+        for box, score in found[: self.max_faces]:
             found = self._read(pixels, box)
             if found is None:
                 if score >= UNREAD_MIN_SCORE:
