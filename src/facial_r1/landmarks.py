@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,7 +238,8 @@ class LandmarkAnalyser:
     """Finds every face (full-range detector over tiles) and reads each with the Face Landmarker;
     `analyse(image)` -> faces (possibly none), left to right."""
 
-    def __init__(self, model_path: str | Path | None = None, max_faces: int = 128, min_face: int = MIN_FACE):
+    def __init__(self, model_path: str | Path | None = None, max_faces: int = 128, min_face: int = MIN_FACE,
+                 threads: int = 1):
         try:
             import mediapipe as mp
             from mediapipe.tasks.python import BaseOptions, vision
@@ -249,19 +251,26 @@ class LandmarkAnalyser:
             raise FacialR1Error(f"face landmarker model {path} not found")
         if min_face < 8:
             raise FacialR1Error(f"min_face must be at least 8 px, got {min_face}")
+        if threads < 1:
+            raise FacialR1Error(f"threads must be at least 1, got {threads}")
         detector = importlib.resources.files("facial_r1") / "assets" / DETECTOR_MODEL
         self._mp, self.max_faces, self.min_face = mp, max_faces, min_face
-        self._detector = vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_buffer=detector.read_bytes()),
-            min_detection_confidence=MIN_SCORE, running_mode=vision.RunningMode.IMAGE))
+        options = vision.FaceDetectorOptions(base_options=BaseOptions(model_asset_buffer=detector.read_bytes()),
+                                             min_detection_confidence=MIN_SCORE, running_mode=vision.RunningMode.IMAGE)
+        # one detector per thread (a MediaPipe task is not shared across threads); the calls release the GIL
+        self._detectors = [vision.FaceDetector.create_from_options(options) for _ in range(threads)]
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
         # two faces per crop, so a neighbour at the crop's edge cannot hide the face in its centre
         self._landmarker = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(path)), output_face_blendshapes=True,
             num_faces=2, min_face_detection_confidence=READ_MIN_SCORE, running_mode=vision.RunningMode.IMAGE))
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         self._landmarker.close()
-        self._detector.close()
+        for detector in self._detectors:
+            detector.close()
 
     def __enter__(self):
         return self
@@ -296,22 +305,32 @@ class LandmarkAnalyser:
 
     def find(self, pixels: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
         """(box, score) of each face in an (H, W, 3) uint8 array, most certain first."""
-        height, width = pixels.shape[:2]
-        found = []
-        for x, y, side in tiles(width, height, self.min_face):
+        windows = list(enumerate(tiles(*pixels.shape[1::-1], self.min_face)))
+        chunks = [windows[i::len(self._detectors)] for i in range(len(self._detectors))]
+        if self._pool is None:
+            found = self._detect(self._detectors[0], pixels, windows)
+        else:
+            found = [d for part in self._pool.map(self._detect, self._detectors, [pixels] * len(chunks), chunks)
+                     for d in part]
+        kept = []
+        # most certain first; equal scores in window order, so any number of threads gives the same faces
+        for _, box, score in sorted(found, key=lambda d: (-d[2], d[0])):
+            if not any(same_face(box, k) for k, _ in kept):
+                kept.append((box, score))
+        return kept
+
+    def _detect(self, detector, pixels: np.ndarray, windows: list) -> list:
+        found = []  # (window index, box, score)
+        for index, (x, y, side) in windows:
             window = pixels if side == 0 else np.ascontiguousarray(pixels[y:y + side, x:x + side])
-            result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=window))
+            result = detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=window))
             for d in result.detections:
                 b = d.bounding_box
                 if side and b.width < self.min_face / 2:
                     continue  # far below the size this tile is searched for: mostly texture
-                found.append(((x + b.origin_x, y + b.origin_y, x + b.origin_x + b.width, y + b.origin_y + b.height),
-                              float(d.categories[0].score)))
-        kept = []
-        for box, score in sorted(found, key=lambda d: -d[1]):
-            if not any(same_face(box, k) for k, _ in kept):
-                kept.append((box, score))
-        return kept
+                found.append((index, (x + b.origin_x, y + b.origin_y, x + b.origin_x + b.width,
+                                      y + b.origin_y + b.height), float(d.categories[0].score)))
+        return found
 
     def _read(self, pixels: np.ndarray, box) -> tuple[tuple[float, float, float, float], dict] | None:
         """The landmarker on a crop twice the face's size: (box from the landmarks, blendshapes), or None."""

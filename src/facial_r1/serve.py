@@ -528,12 +528,13 @@ def subprocess_server(*args: str, timeout: float = 120.0) -> Iterator[ServerURL]
 
 
 def main(backend: str, model: str | None, host: str, port: int, landmarker: str | None = None,
-         max_new_tokens: int = 160, limits: Limits | None = None, min_face: int = MIN_FACE) -> None:
+         max_new_tokens: int = 160, limits: Limits | None = None, min_face: int = MIN_FACE,
+         threads: int = 1) -> None:
     try:
         import uvicorn
     except ImportError:
         raise FacialR1Error("serve needs the [serve] extra: pip install 'facial-r1[serve]'") from None
-    analyser = FaceAnalyser(backend, model, landmarker, max_new_tokens, min_face)
+    analyser = FaceAnalyser(backend, model, landmarker, max_new_tokens, min_face, threads)
     log.info("serving the %s backend%s on http://%s:%d", backend, f" ({model})" if model else "", host, port)
     try:
         limits = limits or Limits()
