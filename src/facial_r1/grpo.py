@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from itertools import accumulate
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,14 +204,10 @@ def block_masks(tokenizer, completion_ids, completion_mask) -> dict:
              "all": completion_mask}
     for b, (ids, keep) in enumerate(zip(completion_ids.tolist(), completion_mask.tolist(), strict=True)):
         pieces = [tokenizer.decode([i]) if k else "" for i, k in zip(ids, keep, strict=True)]
-        ends, total = [], 0
-        for piece in pieces:
-            total += len(piece)
-            ends.append(total)
+        offsets = [0, *accumulate(map(len, pieces))]  # token t spans characters offsets[t]:offsets[t + 1]
         for block, (start, end) in block_spans("".join(pieces)).items():
-            for t, stop in enumerate(ends):
-                begin = stop - len(pieces[t])
-                if pieces[t] and begin < end and stop > start:  # the token overlaps the block's content
+            for t, piece in enumerate(pieces):
+                if piece and offsets[t] < end and offsets[t + 1] > start:  # it overlaps the block's content
                     masks[block][b, t] = 1
     return masks
 
