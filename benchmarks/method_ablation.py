@@ -34,6 +34,12 @@ VARIANTS = {
                                      "rewards": ["au_f1_signed", "accuracy", "format"]}, "rounds": 0},
     # per-reward token credit: AU F1's advantage share on <think>, accuracy's on <answer> (grpo.py)
     "token_credit": {"grpo": {"max_steps": 80, "save_strategy": "no", "token_credit": True}, "rounds": 0},
+    # the main job before the instruction warm-start and the sampled first attempt (with one round:
+    # what it changes is synthesis)
+    "instruct_none": {"sft": {"max_steps": 500, "vision_warmup_steps": 800, "instruct_warmup_steps": 0,
+                              "save_strategy": "no"}, "synthesis": {"attempts": 3, "batch_size": 32,
+                              "max_new_tokens": 128, "temperature": 0.8, "sample_first": False,
+                              "qc": {"au_f1_min": 1.0, "dedup_threshold": 0.9}}, "rounds": 1},
     # 2.5x the GRPO steps (the control row gets as many more SFT steps)
     "grpo_200_steps": {"grpo": {"max_steps": 200, "save_strategy": "no"}, "rounds": 0},
 }
@@ -84,16 +90,16 @@ def run(variant: str, seed: int, out: Path) -> dict:
 
 
 def _finished_with(run_dir: Path, overrides: dict) -> bool:
-    """A run is reused only if it finished and its resolved config (saved by the pipeline) is the
-    one asked for now; anything else runs again."""
-    if not (run_dir / "metrics.json").is_file() or not (run_dir / "config.json").is_file():
+    """A run is reused only if it finished and its inputs' fingerprint (saved by the pipeline:
+    the resolved config, the stage configs, facial-r1's source) is the one of now; anything
+    else runs again."""
+    saved = run_dir / "inputs.fingerprint"
+    if not (run_dir / "metrics.json").is_file() or not saved.is_file():
         return False
-    from facial_r1.pipeline import read_pipeline
+    from facial_r1.pipeline import fingerprint, read_pipeline
 
-    wanted, _ = read_pipeline(CONFIG, {k: v for k, v in overrides.items()})
-    from dataclasses import asdict
-
-    return json.loads((run_dir / "config.json").read_text()) == json.loads(json.dumps(asdict(wanted)))
+    wanted, _ = read_pipeline(CONFIG, dict(overrides))
+    return saved.read_text() == fingerprint(wanted)
 
 
 def _read_config() -> dict:

@@ -26,7 +26,7 @@ def run(model: str, data: Path, out: Path, steps: int, lora: bool, gpu: bool, ba
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = sft.main("configs/sft/tiny-cpu.yaml", {
         "model": model, "data_paths": [str(data / "train.jsonl")], "image_folders": [str(data)],
-        "output_dir": str(out), "max_steps": steps, "vision_warmup_steps": 0,
+        "output_dir": str(out), "max_steps": steps, "vision_warmup_steps": 0, "instruct_warmup_steps": 0,
         "save_strategy": "no", "logging_steps": steps, "per_device_train_batch_size": batch,
         "use_cpu": not gpu, "bf16": gpu, "dtype": "bfloat16" if gpu else "float32",
         "lora": {"r": 16} if lora else None, "learning_rate": 1e-5 if gpu else 1e-3, "warmup_steps": 0,

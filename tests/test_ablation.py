@@ -34,3 +34,55 @@ def test_summary_gives_mean_sd_and_counts_seeds_whose_ci_clears_zero():
     assert "| + GRPO | 48.0 ± 2.8 |" in text
     assert "| + GRPO vs SFT | +10.0 [+1.0, +12.0]; +4.0 [-1.0, +6.0] |" in text
     assert text.rstrip().endswith("| 1/1 of 2 |")  # seed 0's lower bound is above 0, seed 1's is not
+
+
+def finished_run(tmp_path, overrides, name="run"):
+    """A run folder as the pipeline leaves it, with the fingerprint of `overrides`."""
+    from facial_r1.pipeline import fingerprint, read_pipeline
+
+    run = tmp_path / name
+    run.mkdir()
+    (run / "metrics.json").write_text("{}")
+    (run / "inputs.fingerprint").write_text(fingerprint(read_pipeline(ablation.CONFIG, overrides)[0]))
+    return run
+
+
+@pytest.mark.parametrize("asked, reused", [
+    ({"seed": 1}, True),                      # the same inputs: reused
+    ({"seed": 2}, False),                     # another config
+    ({"seed": 1, "grpo": {"max_steps": 7}}, False),
+])
+def test_a_run_is_reused_only_with_the_same_inputs(tmp_path, asked, reused):
+    run = finished_run(tmp_path, {"seed": 1})
+    assert ablation._finished_with(run, asked) is reused
+
+
+def test_a_run_without_a_fingerprint_or_metrics_runs_again(tmp_path):
+    run = finished_run(tmp_path, {"seed": 1})
+    (run / "inputs.fingerprint").unlink()
+    assert not ablation._finished_with(run, {"seed": 1})
+    run = finished_run(tmp_path, {"seed": 1}, "other")
+    (run / "metrics.json").unlink()
+    assert not ablation._finished_with(run, {"seed": 1})
+
+
+def test_the_fingerprint_covers_stage_configs_and_the_source(tmp_path, monkeypatch):
+    from facial_r1 import pipeline
+
+    p, _ = pipeline.read_pipeline(ablation.CONFIG, {})
+    before = pipeline.fingerprint(p)
+    sft = tmp_path / "sft.yaml"
+    sft.write_text(open(p.sft_config).read())
+    p.sft_config = str(sft)
+    assert pipeline.fingerprint(p) != before  # the path is part of the config
+    same = pipeline.fingerprint(p)
+    sft.write_text(sft.read_text() + "\nlearning_rate: 2.0e-3\n")
+    assert pipeline.fingerprint(p) != same  # so is what the stage config says
+    # and facial-r1's own source: a package with one more module is another fingerprint
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(pipeline, "__file__", str(package / "pipeline.py"))
+    one = pipeline.fingerprint(p)
+    (package / "a.py").write_text("x = 2\n")
+    assert pipeline.fingerprint(p) != one

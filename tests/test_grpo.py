@@ -72,7 +72,7 @@ def _tiny_sft(tiny_model, synfacs_small, tmp_path):
     return sft.main("configs/sft/tiny-cpu.yaml", {
         "model": str(tiny_model), "data_paths": [str(synfacs_small / "train.jsonl")],
         "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / "sft"), "max_steps": 3,
-        "vision_warmup_steps": 0, "save_strategy": "no"})
+        "vision_warmup_steps": 0, "instruct_warmup_steps": 0, "save_strategy": "no"})
 
 
 def test_two_steps_log_every_reward_and_the_spread(tiny_model, synfacs_small, tmp_path):

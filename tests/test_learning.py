@@ -14,6 +14,7 @@ def test_tiny_sft_learns_format_and_beats_chance(tiny_model, tmp_path):
     out = sft.main("configs/sft/tiny-cpu.yaml", {
         "model": str(tiny_model), "data_paths": [str(data / "train.jsonl")], "image_folders": [str(data)],
         "output_dir": str(tmp_path / "sft"), "save_strategy": "no", "logging_steps": 50,
+        "instruct_warmup_steps": 0,  # this test is about SFT reading the image
     })
     test, _ = read_samples_with_images(data / "test.jsonl", [data])
     net, processor = models.load(str(out))

@@ -41,6 +41,7 @@ def test_report_tables_and_plot(tmp_path):
     ({"grpo": {"max_steps": None}}, r"grpo.max_steps is missing"),
     ({"round_grpo": {"max_steps": None}}, r"round_grpo.max_steps is missing"),
     ({"sft": {"max_steps": 5, "vision_warmup_steps": -1}}, r"sft.vision_warmup_steps must be an integer >= 0"),
+    ({"sft": {"max_steps": 5, "instruct_warmup_steps": 1.5}}, r"sft.instruct_warmup_steps must be an integer >= 0"),
     # seeds are integers
     ({"seed": "one"}, r"seed must be an integer, got 'one'"),
     ({"seed": 1.5}, r"seed must be an integer, got 1.5"),
@@ -80,7 +81,8 @@ def stub_generator(*args, **kwargs):
 
 REDUCED = {
     "synfacs": {"n": 90, "seed": 3, "test_fraction": 0.33, "reasoning_fraction": 0.4},
-    "sft": {"max_steps": 3, "vision_warmup_steps": 2, "vision_warmup_faces": 16, "save_strategy": "no"},
+    "sft": {"max_steps": 3, "vision_warmup_steps": 2, "vision_warmup_faces": 16, "instruct_warmup_steps": 2,
+            "save_strategy": "no"},
     "grpo": {"max_steps": 2, "max_completion_length": 24, "save_strategy": "no"},
     "round_sft": {"max_steps": 2, "save_strategy": "no"},
     "round_grpo": {"max_steps": 1, "max_completion_length": 24, "save_strategy": "no"},
@@ -90,10 +92,11 @@ REDUCED = {
 }
 
 
-def test_reduced_pipeline_twice_gives_the_same_numbers(tmp_path, monkeypatch):
+def test_reduced_pipeline_twice_gives_the_same_numbers(tmp_path, monkeypatch, caplog):
     """Budgets in steps: two runs of the same config give identical metrics rows; every row has
     a CI, each stage its paired difference, the control trained as many steps as GRPO."""
     monkeypatch.setattr(synthesize, "_generator", stub_generator)
+    caplog.set_level("INFO", logger="facial_r1.sft")
     results = []
     for name in ("a", "b"):
         report = pipeline.main("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path / name), **REDUCED})
@@ -118,6 +121,11 @@ def test_reduced_pipeline_twice_gives_the_same_numbers(tmp_path, monkeypatch):
     assert {"round1 sft", "round1 grpo", "round2 sft", "round2 grpo"} <= set(a["timings"])
     assert a["n_faces"] == 30 and a["render_faces_per_s"] > 0
     assert ("vision warm-start", "16 rendered + 24 seed faces, 2 steps", "AUs + emotion") in map(tuple, a["trained_on"])
+    assert ("instruction warm-start", "no face: 16 text-only guided prompts, 2 steps",
+            "random AU lists + random emotions (not paired as in faces), with reasoning citing them") \
+        in map(tuple, a["trained_on"])
+    # only the first SFT warm-starts: not the control, not the rounds' SFT (twice: runs a and b)
+    assert caplog.text.count("instruction warm-start: 2 steps") == 2
     assert (run / "metrics.png").is_file() and (run / "round2" / "synth.report.json").is_file()
 
 

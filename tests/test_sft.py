@@ -147,3 +147,39 @@ def test_guided_fraction_mixes_in_the_guided_prompt(synfacs_small):
     assert all(t == "What emotion does this face show?" for t in texts if t not in guided)
     assert sft.sft_dataset(samples, "question", 0.0)[0]["completion"][0]["content"][0]["text"] == \
         samples[0]["description"]
+
+
+def test_instruct_rows_cite_the_listed_aus_with_no_face_and_no_pairing():
+    import re
+    from collections import Counter
+
+    from facial_r1.parse import parse_completion
+    from facial_r1.warmstart import instruct_rows
+
+    rows = instruct_rows(2000, seed=3, prompt_style="question")
+    assert rows == instruct_rows(2000, seed=3, prompt_style="question")  # seeded
+    pairs = Counter()
+    for r in rows:
+        (part,) = r["prompt"][0]["content"]
+        assert part["type"] == "text"  # no image anywhere
+        listed = re.search(r"Action Units: (.*)\. The emotion is (\w+)\.", part["text"])
+        aus = [] if listed[1] == "none" else listed[1].split(", ")
+        got = parse_completion(r["completion"][0]["content"][0]["text"])
+        assert got.format_valid and list(got.aus) == aus and got.answer == listed[2]
+        pairs[listed[2], len(aus) > 0] += 1
+    # emotions are drawn apart from the lists: a neutral answer with AUs, every emotion with none
+    assert pairs["Neutral", True] > 100 and all(pairs[e, False] > 0 for e, _ in pairs)
+
+
+def test_sft_runs_the_instruction_warm_start_first(tiny_model, synfacs_small, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="facial_r1.sft")
+    sft.main(None, {
+        "model": str(tiny_model), "data_paths": [str(synfacs_small / "train.jsonl")],
+        "image_folders": [str(synfacs_small)], "prompt": "question", "instruct_warmup_steps": 3,
+        "output_dir": str(tmp_path / "sft"), "max_steps": 2, "per_device_train_batch_size": 2,
+        "report_to": "none", "use_cpu": True, "save_strategy": "no",
+    })
+    assert "instruction warm-start: 3 steps on 6 text-only guided prompts (no face)" in caplog.text
+    assert caplog.text.index("instruction warm-start") < caplog.text.rindex("SFT model saved")

@@ -209,3 +209,28 @@ def test_a_row_duplicating_an_earlier_round_is_not_kept(tmp_path):
     report = synthesize.finalize(todo, done, tmp_path / "s.jsonl", [], synthesize.Synthesis(), kept_before=[GOOD])
     assert report["kept"] == 1 and report["rejected_by_reason"] == {"duplicate": 1}
     assert [json.loads(x)["id"] for x in (tmp_path / "s.jsonl").read_text().splitlines()] == ["b"]
+
+
+@pytest.mark.parametrize("sample_first, calls, kept", [
+    # greedy first: one text for both faces with the same AUs; QC keeps one, the retry the other
+    (False, [False, True], [1, 2]),
+    # sampled first: two wordings, both kept at the first attempt
+    (True, [True], [1, 1]),
+])
+def test_the_first_attempt_is_greedy_unless_sample_first(tmp_path, sample_first, calls, kept):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "f.png")
+    batch = [{**SAD, "id": f"s{i}", "question": "What emotion does this face show?",
+              "image_path": str(tmp_path / "f.png")} for i in (1, 2)]
+    sampled = [GOOD, GOOD.replace("The inner brows rise", "Here the inner ends of the brows go up")]
+    seen = []
+
+    def generate(images, prompts, max_new_tokens, do_sample, temperature):
+        seen.append(do_sample)
+        return sampled[-len(prompts):] if do_sample else [GOOD] * len(prompts)
+
+    settings = synthesize.Synthesis(attempts=2, sample_first=sample_first)
+    records = synthesize.synthesize_batch(generate, batch, settings, Dedup(0.9), "question", "stub")
+    assert seen == calls
+    assert [r["attempts"] for r in records] == kept and all(r["kept"] for r in records)

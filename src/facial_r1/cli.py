@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--batch-size", type=int, default=16)
     y.add_argument("--max-new-tokens", type=int, default=160)
     y.add_argument("--temperature", type=float, default=0.8, help="for retries (the first attempt is greedy)")
+    y.add_argument("--sample-first", action="store_true", help="sample the first attempt too (not greedy)")
     y.add_argument("--seed", type=int, default=0, help="seeds the sampled retries (same seed, same rows)")
     y.add_argument("--au-f1-min", type=float, default=1.0, help="1.0 = cited AUs must equal the true AUs")
     y.add_argument("--dedup-threshold", type=float, default=0.9)
@@ -185,7 +186,7 @@ def run(args, extra: list[str]) -> int:
         qc = synthesize.QualityControl(au_f1_min=args.au_f1_min, dedup_threshold=args.dedup_threshold)
         settings = synthesize.Synthesis(attempts=args.attempts, batch_size=args.batch_size,
                                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, qc=qc,
-                                        seed=args.seed, engine=args.engine, vllm_args=args.vllm_args)
+                                        sample_first=args.sample_first, seed=args.seed, engine=args.engine, vllm_args=args.vllm_args)
         report = synthesize.main(args.model, args.data, parse_folders(args.image_folders), args.out, settings)
         print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
         return 0 if report["kept"] else 1

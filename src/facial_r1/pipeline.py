@@ -29,6 +29,10 @@ from facial_r1.errors import FacialR1Error
 log = logging.getLogger(__name__)
 
 
+# An SFT stage that continues a trained model (the control, each round's SFT): no warm-start.
+CONTINUED = {"vision_warmup_steps": 0, "instruct_warmup_steps": 0}
+
+
 @dataclass
 class Pipeline:
     run_dir: str = "runs/tiny-cpu"
@@ -100,9 +104,24 @@ def _check_budget(config: str, name: str, stage: dict) -> None:
         raise FacialR1Error(f"{config}: {name}.max_steps must be a positive integer, got {steps!r}")
     if steps is None and not (isinstance(epochs, (int, float)) and epochs > 0):
         raise FacialR1Error(f"{config}: {name}.max_steps is missing: give each stage a budget in steps")
-    warm = stage.get("vision_warmup_steps", 0)
-    if not (_is_int(warm) and warm >= 0):
-        raise FacialR1Error(f"{config}: {name}.vision_warmup_steps must be an integer >= 0, got {warm!r}")
+    for key in CONTINUED:  # the warm-starts' budgets
+        warm = stage.get(key, 0)
+        if not (_is_int(warm) and warm >= 0):
+            raise FacialR1Error(f"{config}: {name}.{key} must be an integer >= 0, got {warm!r}")
+
+
+def fingerprint(p: Pipeline) -> str:
+    """What a finished run's numbers depend on besides the software: the resolved config, the
+    stage configs it reads and facial-r1's own source (a change to the code that builds the
+    model or trains it changes the numbers too). The ablation reuses a run only on a match."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(asdict(p), sort_keys=True).encode())
+    package = Path(__file__).parent
+    for path in [Path(p.sft_config), Path(p.grpo_config), *sorted(package.rglob("*.py"))]:
+        name = path.relative_to(package) if path.is_relative_to(package) else path
+        h.update(f"{name}:".encode() + (path.read_bytes() if path.is_file() else b"missing"))
+    return h.hexdigest()[:16]
 
 
 def main(config: str, overrides: dict) -> Path:
@@ -111,6 +130,7 @@ def main(config: str, overrides: dict) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     log.info("pipeline %s -> %s\n%s", config, run, json.dumps(asdict(p), indent=2))
     (run / "config.json").write_text(json.dumps(asdict(p), indent=2))
+    (run / "inputs.fingerprint").write_text(fingerprint(p))
     stages, timings, seen, t0 = {}, {}, [], time.monotonic()
 
     with _timed(timings, "data"):
@@ -130,7 +150,7 @@ def main(config: str, overrides: dict) -> Path:
     if p.control:
         with _timed(timings, "control sft"):
             control = sft.main(p.sft_config, {"model": str(model), "data_paths": [seed], "output_dir": str(run / "control"),
-                                              **common, **p.sft, "vision_warmup_steps": 0, "warmup_steps": 0,
+                                              **common, **p.sft, **CONTINUED, "warmup_steps": 0,
                                               "max_steps": grpo_steps})
         seen.append(("control: SFT continued", f"the same {n_seed} seed faces, {grpo_steps} more steps",
                      "reasoning"))
@@ -168,7 +188,7 @@ def main(config: str, overrides: dict) -> Path:
             with _timed(timings, f"round{k} sft"):
                 model = sft.main(p.sft_config, {"model": str(model), "data_paths": [str(merged)],
                                                 "output_dir": str(rdir / "sft"), **common,
-                                                "vision_warmup_steps": 0, **p.round_sft})
+                                                **CONTINUED, **p.round_sft})
             seen.append((f"round {k} SFT", f"{n_seed} seed + {len(synthesized)} synthesized", "reasoning"))
         if "grpo" in p.retrain:
             with _timed(timings, f"round{k} grpo"):
@@ -221,14 +241,20 @@ def _grpo_faces(config: str, overrides: dict, n_pool: int) -> str:
 
 
 def _warmup_seen(stage: dict, n_seed: int) -> list[tuple[str, str, str]]:
+    seen = []
     steps = stage.get("vision_warmup_steps", 0)
-    if not steps:
-        return []
     extra, objective = stage.get("vision_warmup_faces", 0), stage.get("vision_warmup_objective", "labels")
-    if objective == "labels":
-        return [("vision warm-start", f"{extra} rendered + {n_seed} seed faces, {steps} steps", "AUs + emotion")]
-    return [("vision warm-start", f"{extra} rendered faces, {steps} steps",
-             "no AU or emotion label (identity, pose, pixels)")]
+    if steps and objective == "labels":
+        seen.append(("vision warm-start", f"{extra} rendered + {n_seed} seed faces, {steps} steps", "AUs + emotion"))
+    elif steps:
+        seen.append(("vision warm-start", f"{extra} rendered faces, {steps} steps",
+                     "no AU or emotion label (identity, pose, pixels)"))
+    steps = stage.get("instruct_warmup_steps", 0)
+    if steps:
+        batch = stage.get("per_device_train_batch_size", 8) * stage.get("gradient_accumulation_steps", 1)
+        seen.append(("instruction warm-start", f"no face: {steps * batch} text-only guided prompts, {steps} steps",
+                     "random AU lists + random emotions (not paired as in faces), with reasoning citing them"))
+    return seen
 
 
 def _evaluate(p: Pipeline, model, test: str, folders: str, timings: dict) -> stats.FaceTable:

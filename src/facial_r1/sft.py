@@ -21,7 +21,7 @@ from facial_r1.data.mixture import load_mixture
 from facial_r1.errors import FacialR1Error
 from facial_r1.prompts import assistant_message, prompt_for, user_message
 from facial_r1.training import TimeLimit, has_checkpoint
-from facial_r1.warmstart import vision_warmup
+from facial_r1.warmstart import instruct_rows, vision_warmup
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ class SFTRun(StageRun):
     # analysis prompt. A real instruction-tuned model follows the guided prompt of synthesis
     # out of the box; the tiny model has to be shown it (0 = off).
     guided_fraction: float = 0.0
+    # Tiny default only: optimizer steps of text-only guided prompts (random AU lists, random
+    # emotions, no face) before SFT, a stand-in for a real VLM's instruction tuning (warmstart.py).
+    instruct_warmup_steps: int = 0
 
 
 def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
@@ -55,6 +58,8 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
     if run.vision_warmup_steps > 0 and not has_checkpoint(args.output_dir, resume):
         vision_warmup(model, processor, samples, run.vision_warmup_steps, run.vision_warmup_lr, seed=args.seed,
                       extra_faces=run.vision_warmup_faces, objective=run.vision_warmup_objective)
+    if run.instruct_warmup_steps > 0 and not has_checkpoint(args.output_dir, resume):
+        instruct_warmup(model, processor, args, run.instruct_warmup_steps, run.prompt)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -66,6 +71,20 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
     models.save_trained(trainer, processor, args.output_dir, run.prompt)
     log.info("SFT model saved to %s", args.output_dir)
     return Path(args.output_dir)
+
+
+def instruct_warmup(model, processor, args: SFTConfig, steps: int, prompt_style: str) -> None:
+    """The instruction warm-start (see warmstart.instruct_rows): TRL's SFTTrainer with the stage's
+    own settings, for `steps` steps on text-only rows, saving nothing."""
+    from dataclasses import replace
+
+    from datasets import Dataset
+
+    rows = instruct_rows(steps * args.per_device_train_batch_size * args.gradient_accumulation_steps, args.seed,
+                         prompt_style)
+    warm = replace(args, max_steps=steps, save_strategy="no", output_dir=str(Path(args.output_dir) / "instruct"))
+    SFTTrainer(model=model, args=warm, train_dataset=Dataset.from_list(rows), processing_class=processor).train()
+    log.info("instruction warm-start: %d steps on %d text-only guided prompts (no face)", steps, len(rows))
 
 
 def sft_dataset(samples: list[dict], prompt_style: str = "full", guided_fraction: float = 0.0, seed: int = 0):

@@ -139,3 +139,25 @@ def _image(face):
 def _token_count(processor, image) -> int:
     pix = processor.image_processor(images=[image], return_tensors="pt")
     return int(pix["image_grid_thw"].prod()) // processor.image_processor.merge_size ** 2
+
+
+def instruct_rows(n: int, seed: int, prompt_style: str) -> list[dict]:
+    """`n` text-only rows for the instruction warm-start (tiny default only): the guided prompt
+    of synthesis with a random AU list and a random emotion, drawn independently, and the
+    reasoning that cites exactly those AUs and answers that emotion. A stand-in for a real
+    VLM's instruction tuning: no face and no AU-emotion pairing is seen (the lists are uniform
+    subsets of the rendered AUs, not emotion prototypes), only "write about the AUs you are
+    given and answer the emotion you are given"."""
+    from facial_r1.data.synfacs import RENDERED_AUS, describe
+    from facial_r1.prompts import DEFAULT_QUESTION, assistant_message, guided_prompt
+
+    rng = random.Random(f"instruct-{seed}")
+    rows = []
+    for _ in range(n):
+        k = rng.randint(0, 6)
+        aus = [a for a in RENDERED_AUS if a in set(rng.sample(RENDERED_AUS, k))]  # in the data's order
+        emotion = rng.choice(EMOTIONS)
+        prompt = guided_prompt(DEFAULT_QUESTION, aus, emotion, style=prompt_style)
+        rows.append({"prompt": [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+                     "completion": assistant_message(describe(aus, emotion, rng, rng.random() < 0.2))})
+    return rows
