@@ -186,7 +186,8 @@ def run(args, extra: list[str]) -> int:
         qc = synthesize.QualityControl(au_f1_min=args.au_f1_min, dedup_threshold=args.dedup_threshold)
         settings = synthesize.Synthesis(attempts=args.attempts, batch_size=args.batch_size,
                                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, qc=qc,
-                                        sample_first=args.sample_first, seed=args.seed, engine=args.engine, vllm_args=args.vllm_args)
+                                        sample_first=args.sample_first, seed=args.seed, engine=args.engine,
+                                        vllm_args=args.vllm_args)
         report = synthesize.main(args.model, args.data, parse_folders(args.image_folders), args.out, settings)
         print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
         return 0 if report["kept"] else 1
