@@ -29,8 +29,10 @@ from facial_r1.errors import FacialR1Error
 log = logging.getLogger(__name__)
 
 
-# An SFT stage that continues a trained model (the control, each round's SFT): no warm-start.
-CONTINUED = {"vision_warmup_steps": 0, "instruct_warmup_steps": 0}
+# The SFT stage's warm-start budgets (steps); one that continues a trained model (the control,
+# each round's SFT) runs none of them.
+WARM_STARTS = ("vision_warmup_steps", "instruct_warmup_steps")
+CONTINUED = dict.fromkeys(WARM_STARTS, 0)
 
 
 @dataclass
@@ -104,7 +106,7 @@ def _check_budget(config: str, name: str, stage: dict) -> None:
         raise FacialR1Error(f"{config}: {name}.max_steps must be a positive integer, got {steps!r}")
     if steps is None and not (isinstance(epochs, (int, float)) and epochs > 0):
         raise FacialR1Error(f"{config}: {name}.max_steps is missing: give each stage a budget in steps")
-    for key in CONTINUED:  # the warm-starts' budgets
+    for key in WARM_STARTS:
         warm = stage.get(key, 0)
         if not (_is_int(warm) and warm >= 0):
             raise FacialR1Error(f"{config}: {name}.{key} must be an integer >= 0, got {warm!r}")
