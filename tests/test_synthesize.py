@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,8 @@ def test_torn_progress_line_is_cut_off(tmp_path):
     log = tmp_path / "out.log.jsonl"
     log.write_text('{"id": "a", "kept": false, "reasons": ["aus"], "attempts": 1}\n{"id": "b", "ke')
     assert list(synthesize.read_log(log)) == ["a"]
+    assert not log.read_text().endswith("}\n")  # reading alone changes nothing (other processes may append)
+    assert list(synthesize.read_log(log, repair=True)) == ["a"]
     assert log.read_text().endswith("}\n")
 
 
@@ -182,6 +185,25 @@ def test_two_processes_share_the_work(guided_model, synfacs_small, tmp_path):
     # repeat another share's (it ran: 27 kept in the shares, 24 after it) and leaves what one process keeps
     assert sum(r["kept"] for s in shares for r in s) > report["kept"]
     assert rows == [json.loads(x) for x in single.read_text().splitlines()]
+
+    # again from the partial logs of a killed two-process run (one with a torn last line): the main
+    # process alone repairs them, every process reads them before any appends, nothing is redone
+    again = tmp_path / "again" / "synth.jsonl"
+    again.parent.mkdir()
+    shutil.copy(out.with_suffix(".fingerprint"), again.with_suffix(".fingerprint"))
+    lines = {r: out.with_suffix(f".log-rank{r}.jsonl").read_text().splitlines(keepends=True) for r in (0, 1)}
+    again.with_suffix(".log-rank0.jsonl").write_text("".join(lines[0][:10]) + lines[0][10][:25])
+    again.with_suffix(".log-rank1.jsonl").write_text("".join(lines[1][:5]))
+    cmd[cmd.index(str(out))] = str(again)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "15 done before, 33 to go" in done.stderr
+    ids = [json.loads(x)["id"] for r in (0, 1) for x in again.with_suffix(f".log-rank{r}.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 48  # each sample finished once, none lost
+    logged = [again.with_suffix(f".log-rank{r}.jsonl").read_text() for r in (0, 1)]
+    assert logged[0].startswith("".join(lines[0][:10])) and logged[1].startswith("".join(lines[1][:5]))
+    report = json.loads(again.with_suffix(".report.json").read_text())
+    assert report["finished"] == 48 and report["kept"] == len(again.read_text().splitlines()) > 0
 
 
 @pytest.mark.parametrize("requested, processes, vllm_installed, cuda, expected", [

@@ -135,8 +135,9 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
         raise FacialR1Error(f"{data}: no sample has both AUs and an emotion label to synthesize for")
     state = models.process_state()
     engine = models.resolve_engine(settings.engine, state.num_processes)  # refuses before anything is written
-    if state.is_main_process:
+    if state.is_main_process:  # only the main process changes the logs before the work starts
         _drop_stale_logs(out, fingerprint(model, data, settings, prompt_style, kept_before))
+        read_logs(out, repair=True)  # cuts a torn last line left by a killed run
     state.wait_for_everyone()
     done = read_logs(out)
     dedup = Dedup(settings.qc.dedup_threshold)
@@ -146,6 +147,7 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
         if record["kept"]:
             dedup.add(record["row"]["description"])
     pending = [s for s in todo if s["id"] not in done]
+    state.wait_for_everyone()  # every process has read the logs before any process appends to them
     log.info("synthesize: %d samples, %d done before, %d to go", len(todo), len(todo) - len(pending), len(pending))
 
     log.info("synthesize: generating with %s", "vLLM's offline engine" if engine == "vllm" else "HF generate")
@@ -254,21 +256,22 @@ def synthesize_batch(generate, batch: list[dict], settings: Synthesis, dedup: De
     return [records[s["id"]] for s in batch]
 
 
-def read_logs(out: Path) -> dict[str, dict]:
+def read_logs(out: Path, repair: bool = False) -> dict[str, dict]:
     """Finished samples by id from the progress log(s) of `out` (one per process)."""
     done: dict[str, dict] = {}
     for path in [out.with_suffix(".log.jsonl"), *sorted(out.parent.glob(f"{out.stem}.log-rank*.jsonl"))]:
-        done.update(read_log(path))
+        done.update(read_log(path, repair))
     return done
 
 
-def read_log(path: Path) -> dict[str, dict]:
-    """Finished samples by id. A torn last line (the run was killed mid-write) is cut off."""
+def read_log(path: Path, repair: bool = False) -> dict[str, dict]:
+    """Finished samples by id. A torn last line (the run was killed mid-write) is not read;
+    `repair` also cuts it off the file (one process does that, before any process appends)."""
     if not path.is_file():
         return {}
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    if end < len(data):
+    if repair and end < len(data):
         with open(path, "r+b") as f:
             f.truncate(end)
     out = {}
