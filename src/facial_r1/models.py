@@ -204,6 +204,8 @@ def load(
     from transformers import AutoModelForImageTextToText
 
     local = Path(model)
+    if _looks_like_path(model) and (local / ADAPTER_CONFIG).is_file() and not (local / "config.json").is_file():
+        return _load_adapter(local, dtype, attn_implementation, min_pixels, max_pixels, lora, freeze_vision)
     if _looks_like_path(model):
         if not local.is_dir():
             raise FacialR1Error(f"model path {model} does not exist")
@@ -225,6 +227,55 @@ def load(
     if lora:
         net = apply_lora(net, lora)
     return net, processor
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def _load_adapter(path: Path, dtype, attn_implementation, min_pixels, max_pixels, lora, freeze_vision):
+    """A folder holding only a LoRA adapter (a TRL `checkpoint-N` of a LoRA run): its base model
+    (`base_model_name_or_path`) with the adapter merged in, then, if `lora` is asked for, a new
+    adapter on top of that, never a second one stacked on the first."""
+    import json
+
+    from peft import PeftModel
+
+    base = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base:
+        raise FacialR1Error(f"{path}/{ADAPTER_CONFIG} names no base model (base_model_name_or_path)")
+    log.info("%s is a LoRA adapter: merging it into its base %s", path, base)
+    net, processor = load(base, dtype, attn_implementation, min_pixels, max_pixels)
+    net = PeftModel.from_pretrained(net, str(path)).merge_and_unload()
+    if any((path / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
+        processor = load_processor(str(path), min_pixels, max_pixels)
+    if freeze_vision:
+        for p in vision_parameters(net):
+            p.requires_grad_(False)
+    return (apply_lora(net, lora) if lora else net), processor
+
+
+def merge_adapter(out: str | Path, dtype: str) -> None:
+    """After a LoRA stage saved its adapter to `out`: merge it into its base and save the merged
+    model there, so that every later stage, eval, synthesis, analyze and serve load one plain
+    checkpoint; the adapter moves to `out/adapter/` and `facial_r1_lora.json` records the merge.
+    Works from the saved files, so it holds after DeepSpeed ZeRO-3 or FSDP gathered them."""
+    import json
+
+    out = Path(out)
+    adapter_config = json.loads((out / ADAPTER_CONFIG).read_text())
+    net, _ = _load_adapter(out, dtype, None, None, None, None, False)
+    (out / "adapter").mkdir(exist_ok=True)
+    for f in list(out.iterdir()):
+        if f.name.startswith("adapter_") and f.is_file():
+            f.replace(out / "adapter" / f.name)
+    net.save_pretrained(str(out))
+    (out / LORA_RECORD).write_text(json.dumps({
+        "merged": True, "base": adapter_config.get("base_model_name_or_path"), "adapter": "adapter/",
+        **{k: adapter_config.get(k) for k in ("r", "lora_alpha", "target_modules")}}, indent=2))
+    log.info("LoRA adapter merged into %s (adapter kept in %s/adapter)", out, out)
+
+
+LORA_RECORD = "facial_r1_lora.json"
 
 
 def apply_lora(model, lora: dict):
@@ -330,10 +381,14 @@ def save_trained(trainer, processor, out: str | Path, prompt_style: str, max_new
     """End of a training stage: weights, processor, prompt settings (with the completion length
     it was trained to write, when the stage has one) and the log history (`trainer_state.json`,
     read by the pipeline's report), all loadable from `out`."""
-    trainer.save_model(str(out))
-    processor.save_pretrained(str(out))
-    write_prompt_settings(out, prompt_style, max_new_tokens)
-    trainer.state.save_to_json(str(Path(out) / "trainer_state.json"))
+    trainer.save_model(str(out))  # under ZeRO-3/FSDP every process takes part (gathering), the main one writes
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(str(out))
+        write_prompt_settings(out, prompt_style, max_new_tokens)
+        trainer.state.save_to_json(str(Path(out) / "trainer_state.json"))
+        if (Path(out) / ADAPTER_CONFIG).is_file() and not (Path(out) / "config.json").is_file():
+            merge_adapter(out, str(next(trainer.model.parameters()).dtype).removeprefix("torch."))
+    trainer.accelerator.wait_for_everyone()
     return Path(out)
 
 
