@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,11 +37,38 @@ class StageRun:
     freeze_vision: bool = False
     max_train_minutes: float | None = None  # stop after this wall time (CPU budgets)
 
-    def load_model(self):
+    def load_model(self, args=None):
+        """(model, processor); given the stage's TRL config, the weights' dtype for training
+        (`training_dtype`), which may turn on its autocast."""
         from facial_r1 import models
 
-        return models.load(self.model, self.dtype, self.attn_implementation, self.min_pixels, self.max_pixels,
+        dtype = self.dtype
+        if args is not None:
+            deepspeed = bool(args.deepspeed) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+            dtype, autocast = training_dtype(self.dtype, deepspeed, bool(self.lora))
+            if autocast:
+                log.info("dtype %s without DeepSpeed: float32 weights (the optimizer's master copy) with %s "
+                         "autocast", self.dtype, autocast)
+                setattr(args, autocast, True)
+                args.mixed_precision = autocast  # TrainingArguments derived it from the flags already
+        return models.load(self.model, dtype, self.attn_implementation, self.min_pixels, self.max_pixels,
                            self.lora, self.freeze_vision)
+
+
+def training_dtype(dtype: str, deepspeed: bool, lora: bool) -> tuple[str, str | None]:
+    """(dtype to load the weights in, autocast flag to turn on or None) for a training stage.
+
+    Weights trained in bfloat16 lose small updates: at lr 1e-6 most round away. DeepSpeed keeps
+    float32 master weights in its optimizer, so there the weights may load in bf16. Without it,
+    full fine-tuning loads float32 and computes under autocast (TRL's `bf16`/`fp16`). LoRA trains
+    float32 adapters (PEFT casts them) on frozen base weights, which may stay in bf16.
+
+    >>> training_dtype("bfloat16", deepspeed=False, lora=False)
+    ('float32', 'bf16')
+    """
+    if dtype not in ("bfloat16", "float16") or deepspeed or lora:
+        return dtype, None
+    return "float32", "bf16" if dtype == "bfloat16" else "fp16"
 
 
 def parse_overrides(args: list[str]) -> dict:

@@ -74,7 +74,7 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
         raise FacialR1Error("token_credit: true needs multi_objective_aggregation: sum_then_normalize "
                             "(per-reward shares of a summed advantage)")
 
-    model, processor = run.load_model()
+    model, processor = run.load_model(args)
     trainer = TimedGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,

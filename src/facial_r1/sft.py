@@ -54,7 +54,7 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
         raise FacialR1Error(f"{run.data_paths}: no sample has a description to fine-tune on")
     log.info("SFT on %d samples with reasoning (of %d read)", len(seed_set), len(samples))
 
-    model, processor = run.load_model()
+    model, processor = run.load_model(args)
     if run.vision_warmup_steps > 0 and not has_checkpoint(args.output_dir, resume):
         vision_warmup(model, processor, samples, run.vision_warmup_steps, run.vision_warmup_lr, seed=args.seed,
                       extra_faces=run.vision_warmup_faces, objective=run.vision_warmup_objective)
