@@ -10,11 +10,11 @@ export HF_HUB_OFFLINE ?= 1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0   # the CPU build on this machine's disk; never pulls CUDA
-	$(PY) -m pip install -q -e '.[test,faces,serve]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,faces,serve]'   # the tested versions
 	touch $@
 
 # the serve page's end-to-end test drives Debian's headless Chromium

@@ -14,6 +14,23 @@ from facial_r1.errors import FacialR1Error
 from trl import GRPOConfig
 
 
+def test_the_private_trl_methods_we_wrap_are_still_there():
+    """TimedGRPOTrainer overrides private GRPOTrainer methods; a TRL that renames or reshapes one
+    fails here, by name, instead of silently losing the phase timers or the token credit."""
+    import inspect
+
+    import trl
+    from trl import GRPOTrainer
+
+    ours = {n for n, f in vars(grpo.TimedGRPOTrainer).items() if callable(f) and hasattr(GRPOTrainer, n)}
+    assert ours == set(grpo.TimedGRPOTrainer.TRL_PRIVATE)  # every override is listed
+    for name in grpo.TimedGRPOTrainer.TRL_PRIVATE:
+        theirs = getattr(GRPOTrainer, name, None)
+        assert theirs is not None, f"trl {trl.__version__}: GRPOTrainer.{name} is gone"
+        assert inspect.signature(theirs).parameters.keys() == \
+            inspect.signature(getattr(grpo.TimedGRPOTrainer, name)).parameters.keys(), name
+
+
 def test_tiny_config_parses():
     # the embedded default: 4 prompts x 8 generations, short completions, a KL anchor, Dr. GRPO loss
     run, args = load_stage_config("configs/grpo/tiny-cpu.yaml", {}, grpo.GRPORun, GRPOConfig)

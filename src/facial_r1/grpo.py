@@ -124,6 +124,9 @@ class TimedGRPOTrainer(GRPOTrainer):
     (`reward_shares`, `token_advantages`); TRL's loss takes (B, T) advantages as they are."""
 
     credit_blocks: list[str | None] | None = None
+    # TRL's private methods this class wraps (tested against the installed TRL: a release that
+    # renames one fails tests/test_grpo.py loudly; `make` installs the tested TRL, constraints.txt)
+    TRL_PRIVATE = ("_generate_and_score_completions", "_tokenize_prompts", "_generate", "_calculate_rewards")
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
