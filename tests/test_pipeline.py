@@ -136,3 +136,71 @@ def test_changed_synfacs_settings_render_anew(tmp_path):
     p.synfacs = {**p.synfacs, "seed": 4}
     pipeline._data(p, tmp_path)
     assert [s["id"] for s in read_jsonl(first[2])] != ids  # not the stale faces of seed 3
+
+
+def _stage_results(run):
+    return {p.name: json.loads(p.read_text()) for p in sorted((run / "stages").glob("*.result.json"))}
+
+
+@pytest.mark.slow
+def test_stages_in_fresh_processes_give_the_numbers_of_inline(tmp_path):
+    """launcher python: each stage (SFT, eval, control, GRPO, synthesis) is its own fresh process;
+    the numbers are those of the same stages run in this process, to the digit."""
+    import os
+
+    small = {**REDUCED, "rounds": 1}
+    results = {}
+    for launcher in ("python", "inline"):
+        report = pipeline.main("configs/pipeline/tiny-cpu.yaml",
+                               {"run_dir": str(tmp_path / launcher), **small, "launcher": launcher})
+        results[launcher] = json.loads((report.parent / "metrics.json").read_text())
+    assert results["python"]["rows"] == results["inline"]["rows"]
+    assert results["python"]["diffs"] == results["inline"]["diffs"]
+    fresh = _stage_results(tmp_path / "python")
+    assert list(fresh) == ["01-sft.result.json", "02-eval.result.json", "03-sft.result.json", "04-eval.result.json",
+                           "05-grpo.result.json", "06-eval.result.json", "07-synthesize.result.json"]
+    pids = [r["pid"] for r in fresh.values()]
+    assert len(set(pids)) == len(pids) and os.getpid() not in pids  # every stage in a process of its own
+    assert not _stage_results(tmp_path / "inline")  # inline stages leave only their specs
+    assert len(list((tmp_path / "inline" / "stages").glob("*.json"))) == 7
+
+
+@pytest.mark.slow
+def test_pipeline_under_two_processes(guided_model, synfacs_small, tmp_path):
+    """What accelerate launch does on 2 GPUs, as 2 CPU processes (torchrun, gloo) per stage: every
+    stage starts fresh, trains/evaluates/synthesizes across both, and each file is written once.
+    The trained fixture keeps rows in synthesis, so the round retrains under 2 processes too."""
+    import sys
+
+    run = tmp_path / "run"
+    pipeline.main("configs/pipeline/tiny-cpu.yaml", {
+        **REDUCED, "run_dir": str(run), "model": str(guided_model), "control": False, "rounds": 1,
+        "synfacs": {"n": 60, "seed": 1, "test_fraction": 0.2, "reasoning_fraction": 0.5},  # synfacs_small's faces
+        "sft": {"max_steps": 2, "vision_warmup_steps": 0, "instruct_warmup_steps": 0, "save_strategy": "no"},
+        "synthesis": {"attempts": 1, "max_new_tokens": 96, "batch_size": 8},
+        "launcher": f"{sys.executable} -m torch.distributed.run --nproc_per_node 2"})
+    results = _stage_results(run)
+    assert [k.split("-", 1)[1] for k in results] == ["sft.result.json", "eval.result.json", "grpo.result.json",
+                                                     "eval.result.json", "synthesize.result.json", "sft.result.json",
+                                                     "grpo.result.json", "eval.result.json"]
+    assert {r["num_processes"] for r in results.values()} == {2}
+    pids = [r["pid"] for r in results.values()]
+    assert len(set(pids)) == len(pids)
+    test_ids = [s["id"] for s in read_jsonl(run / "synfacs" / "test.jsonl")]
+    for predictions in run.glob("**/eval/predictions.jsonl"):  # gathered from both shares, written once
+        assert [json.loads(x)["id"] for x in predictions.read_text().splitlines()] == test_ids
+    assert len(list(run.glob("**/eval/predictions.jsonl"))) == 3
+    kept = read_jsonl(run / "round1" / "synth.jsonl")
+    assert kept and len({r["id"] for r in kept}) == len(kept)
+    assert all((run / "round1" / f"synth.log-rank{r}.jsonl").is_file() for r in (0, 1))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["rows"][-1]["stage"].startswith(f"+ round 1 ({len(kept)} of 24 pool faces kept)")
+    round_sft = json.loads((run / "round1" / "sft" / "trainer_state.json").read_text())
+    assert round_sft["global_step"] == REDUCED["round_sft"]["max_steps"]
+
+
+def test_the_pipeline_itself_refuses_to_run_as_several_processes(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    with pytest.raises(FacialR1Error, match="give the launch command as launcher"):
+        pipeline.main("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path), **REDUCED})
+    assert not list(tmp_path.iterdir())  # before anything is written

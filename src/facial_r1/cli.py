@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("pipeline", help="the whole method end to end (data, SFT, GRPO, synthesis rounds, eval)",
                         description="Run every stage; extra --key value pairs override the pipeline config.")
     pl.add_argument("--config", required=True)
+    sg = sub.add_parser("stage", help="one pipeline stage from the spec the pipeline wrote (run_dir/stages/*.json)",
+                        description="What the pipeline runs in fresh processes for each stage, under its launcher; "
+                                    "the main process writes SPEC.result.json.")
+    sg.add_argument("spec")
 
     y = sub.add_parser("synthesize", help="stage 3: write reasoning for label-only faces, keep what passes QC")
     y.add_argument("--model", required=True)
@@ -178,6 +182,20 @@ def run(args, extra: list[str]) -> int:
         from facial_r1.config import parse_overrides
 
         pipeline.main(args.config, parse_overrides(extra))
+        return 0
+    if args.command == "stage":
+        from pathlib import Path
+
+        from facial_r1 import models, pipeline
+
+        spec = Path(args.spec)
+        if not spec.is_file():
+            raise FacialR1Error(f"{spec}: stage spec not found")
+        result = pipeline.run_stage(json.loads(spec.read_text()))
+        if models.process_state().is_main_process:
+            tmp = spec.with_suffix(".result.json.tmp")
+            tmp.write_text(json.dumps(result, indent=1))
+            tmp.replace(spec.with_suffix(".result.json"))
         return 0
     if args.command == "synthesize":
         from facial_r1 import synthesize

@@ -63,6 +63,11 @@ class Pipeline:
     eval_batch_size: int = 25
     eval_max_new_tokens: int = 128
     bootstrap: int = 1000  # resamples for the confidence intervals (0 = none)
+    # How each stage (SFT, GRPO, synthesis, eval) runs: "python" (its own fresh process, one
+    # device), a launch command that the stage's `-m facial_r1.cli stage SPEC` is appended to
+    # ("accelerate launch --config_file configs/accelerate/zero3-8gpu.yaml", "torchrun
+    # --nproc_per_node 2"), or "inline" (in this process: one device only, no process start).
+    launcher: str = "python"
 
 
 def read_pipeline(config: str, overrides: dict) -> tuple[Pipeline, synthesize.Synthesis]:
@@ -90,6 +95,8 @@ def read_pipeline(config: str, overrides: dict) -> tuple[Pipeline, synthesize.Sy
     except TypeError as e:
         raise FacialR1Error(f"{config}: synthesis: {e}") from None
     settings.seed = p.seed
+    if not isinstance(p.launcher, str) or not p.launcher.strip():
+        raise FacialR1Error(f"{config}: launcher must be python, inline or a launch command, got {p.launcher!r}")
     return p, settings
 
 
@@ -128,12 +135,14 @@ def fingerprint(p: Pipeline) -> str:
 
 def main(config: str, overrides: dict) -> Path:
     p, settings = read_pipeline(config, overrides)
+    _check_single_process(p)
     run = Path(p.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     log.info("pipeline %s -> %s\n%s", config, run, json.dumps(asdict(p), indent=2))
     (run / "config.json").write_text(json.dumps(asdict(p), indent=2))
     (run / "inputs.fingerprint").write_text(fingerprint(p))
     stages, timings, seen, t0 = {}, {}, [], time.monotonic()
+    stage = Launcher(p.launcher, run / "stages")
 
     with _timed(timings, "data"):
         seed, pool, test, folders = _data(p, run)
@@ -143,25 +152,25 @@ def main(config: str, overrides: dict) -> Path:
     common = {"image_folders": [folders], "seed": p.seed}
     sft_run = {**read_yaml(p.sft_config), **p.sft}
     with _timed(timings, "sft"):
-        model = sft.main(p.sft_config, {"model": base, "data_paths": [seed], "output_dir": str(run / "sft"),
-                                        **common, **p.sft})
+        model = stage("sft", config=p.sft_config, overrides={"model": base, "data_paths": [seed],
+                                                             "output_dir": str(run / "sft"), **common, **p.sft})
     seen += _warmup_seen(sft_run, n_seed)
     seen.append(("SFT", f"{n_seed} seed faces", "reasoning (which cites the AUs and names the emotion)"))
-    stages["SFT"] = _evaluate(p, model, test, folders, timings)
+    stages["SFT"] = _evaluate(p, stage, model, test, folders, timings)
     grpo_steps = {**read_yaml(p.grpo_config), **p.grpo}.get("max_steps")
     if p.control:
         with _timed(timings, "control sft"):
-            control = sft.main(p.sft_config, {"model": str(model), "data_paths": [seed], "output_dir": str(run / "control"),
-                                              **common, **p.sft, **CONTINUED, "warmup_steps": 0,
-                                              "max_steps": grpo_steps})
+            control = stage("sft", config=p.sft_config, overrides={
+                "model": model, "data_paths": [seed], "output_dir": str(run / "control"), **common, **p.sft,
+                **CONTINUED, "warmup_steps": 0, "max_steps": grpo_steps})
         seen.append(("control: SFT continued", f"the same {n_seed} seed faces, {grpo_steps} more steps",
                      "reasoning"))
-        stages["control: SFT only, +%d steps" % grpo_steps] = _evaluate(p, control, test, folders, timings)
+        stages["control: SFT only, +%d steps" % grpo_steps] = _evaluate(p, stage, control, test, folders, timings)
     with _timed(timings, "grpo"):
-        model = grpo.main(p.grpo_config, {"model": str(model), "data_paths": [pool], "output_dir": str(run / "grpo"),
-                                          **common, **p.grpo})
+        model = stage("grpo", config=p.grpo_config, overrides={"model": model, "data_paths": [pool],
+                                                               "output_dir": str(run / "grpo"), **common, **p.grpo})
     seen.append(("GRPO", _grpo_faces(p.grpo_config, p.grpo, n_pool), "AUs + emotion, only through the rewards"))
-    stages["+ GRPO"] = _evaluate(p, model, test, folders, timings)
+    stages["+ GRPO"] = _evaluate(p, stage, model, test, folders, timings)
 
     synthesized: list[dict] = []  # every row kept so far: each round adds to the reasoning data
     for k in range(1, p.rounds + 1):
@@ -175,8 +184,9 @@ def main(config: str, overrides: dict) -> Path:
             break
         write_jsonl(todo, left)
         with _timed(timings, f"round{k} synthesize"):
-            report = synthesize.main(str(model), str(todo), [folders], str(rdir / "synth.jsonl"), settings,
-                                     kept_before=[r["description"] for r in synthesized])
+            report = stage("synthesize", model=model, data=str(todo), image_folders=[folders],
+                           out=str(rdir / "synth.jsonl"), settings=asdict(settings),
+                           kept_before=[r["description"] for r in synthesized])["report"]
         seen.append((f"round {k} synthesis", f"{n_pool - len(done)} pool faces without kept reasoning",
                      "AUs + emotion, in the guided prompt"))
         if not report["kept"]:
@@ -188,18 +198,18 @@ def main(config: str, overrides: dict) -> Path:
         write_jsonl(merged, read_jsonl(seed) + synthesized)
         if "sft" in p.retrain:
             with _timed(timings, f"round{k} sft"):
-                model = sft.main(p.sft_config, {"model": str(model), "data_paths": [str(merged)],
-                                                "output_dir": str(rdir / "sft"), **common,
-                                                **CONTINUED, **p.round_sft})
+                model = stage("sft", config=p.sft_config, overrides={
+                    "model": model, "data_paths": [str(merged)], "output_dir": str(rdir / "sft"), **common,
+                    **CONTINUED, **p.round_sft})
             seen.append((f"round {k} SFT", f"{n_seed} seed + {len(synthesized)} synthesized", "reasoning"))
         if "grpo" in p.retrain:
             with _timed(timings, f"round{k} grpo"):
-                model = grpo.main(p.grpo_config, {"model": str(model), "data_paths": [pool],
-                                                  "output_dir": str(rdir / "grpo"), **common, **p.round_grpo})
+                model = stage("grpo", config=p.grpo_config, overrides={
+                    "model": model, "data_paths": [pool], "output_dir": str(rdir / "grpo"), **common, **p.round_grpo})
             seen.append((f"round {k} GRPO", _grpo_faces(p.grpo_config, p.round_grpo, n_pool),
                          "AUs + emotion, only through the rewards"))
-        stages[f"+ round {k} ({len(synthesized)} of {n_pool} pool faces kept)"] = _evaluate(p, model, test, folders,
-                                                                                           timings)
+        stages[f"+ round {k} ({len(synthesized)} of {n_pool} pool faces kept)"] = _evaluate(p, stage, model, test,
+                                                                                           folders, timings)
     total = time.monotonic() - t0
     result = summarize(stages, p.bootstrap, p.seed)
     write_report(run, result, seen, timings, total, render_rate())
@@ -259,15 +269,88 @@ def _warmup_seen(stage: dict, n_seed: int) -> list[tuple[str, str, str]]:
     return seen
 
 
-def _evaluate(p: Pipeline, model, test: str, folders: str, timings: dict) -> stats.FaceTable:
+def _evaluate(p: Pipeline, stage, model: str, test: str, folders: str, timings: dict) -> stats.FaceTable:
     """Evaluate a stage's model on the test set; its per-face table for the statistics."""
     with _timed(timings, f"eval {Path(model).name}"):
-        evaluate.main(str(model), test, [folders], p.eval_protocol, str(Path(model) / "eval"),
-                      p.eval_batch_size, p.eval_max_new_tokens)
+        stage("eval", model=model, data=test, image_folders=[folders], protocol=p.eval_protocol,
+              out=str(Path(model) / "eval"), batch_size=p.eval_batch_size, max_new_tokens=p.eval_max_new_tokens)
     samples = read_jsonl(test)
     lines = (Path(model) / "eval" / "predictions.jsonl").read_text().splitlines()
     completions = [json.loads(line)["completion"] for line in lines]
     return stats.face_table(samples, completions, p.eval_protocol)
+
+
+def _check_single_process(p: Pipeline) -> None:
+    """The pipeline is one process that starts the stages; under `accelerate launch` every rank
+    would run every stage and write every file."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise FacialR1Error("pipeline: start it as one process (not under accelerate launch or torchrun) and give "
+                            "the launch command as launcher, e.g. --launcher 'accelerate launch --config_file "
+                            "configs/accelerate/zero3-8gpu.yaml': each stage then runs in fresh processes")
+
+
+class Launcher:
+    """Runs one stage from its spec, written to `folder/NN-kind.json` (a record of exactly what
+    ran): in this process ("inline") or in fresh processes started by the launch command, whose
+    main process writes the stage's result to `NN-kind.result.json`. Fresh processes share no state
+    with this one or with other stages: no DeepSpeed config left alive after a ZeRO-3 stage, no
+    memory of the previous stage, and every file written once, by the stage's main process."""
+
+    def __init__(self, launcher: str, folder: Path):
+        import shlex
+        import sys
+
+        self.inline = launcher.strip() == "inline"
+        words = shlex.split(launcher)
+        self.command = [sys.executable] if words == ["python"] else words
+        self.folder, self.count = folder, 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, kind: str, **spec):
+        import subprocess
+
+        self.count += 1
+        path = self.folder / f"{self.count:02d}-{kind}.json"
+        path.write_text(json.dumps({"stage": kind, **spec}, indent=1))
+        if self.inline:
+            return _stage_output(run_stage(json.loads(path.read_text())))
+        result = path.with_suffix(".result.json")
+        result.unlink(missing_ok=True)
+        command = [*self.command, "-m", "facial_r1.cli", "stage", str(path)]
+        log.info("stage %s: %s", path.name, " ".join(command))
+        done = subprocess.run(command)
+        if done.returncode != 0 or not result.is_file():
+            raise FacialR1Error(f"stage {path} failed (exit code {done.returncode}); its command: {' '.join(command)}")
+        return _stage_output(json.loads(result.read_text()))
+
+
+def _stage_output(result: dict):
+    return result["model"] if "model" in result else result
+
+
+def run_stage(spec: dict) -> dict:
+    """One stage from its spec (what `facial-r1 stage SPEC.json` runs in each process): the
+    checkpoint it trained, or the synthesis report, with the process facts."""
+    import os
+
+    kind, args = spec["stage"], {k: v for k, v in spec.items() if k != "stage"}
+    if kind in ("sft", "grpo"):
+        module = sft if kind == "sft" else grpo
+        out = {"model": str(module.main(args["config"], args["overrides"]))}
+    elif kind == "eval":
+        evaluate.main(**args)
+        out = {}
+    elif kind == "synthesize":
+        raw = dict(args.pop("settings"))
+        settings = synthesize.Synthesis(**{k: v for k, v in raw.items() if k != "qc"},
+                                        qc=synthesize.QualityControl(**raw["qc"]))
+        out = {"report": synthesize.main(settings=settings, **args)}
+    else:
+        raise FacialR1Error(f"unknown stage {kind!r}")
+    state = models.process_state()
+    return {**out, "pid": os.getpid(), "num_processes": state.num_processes}
 
 
 class _timed:
