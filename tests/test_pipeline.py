@@ -127,6 +127,29 @@ def test_reduced_pipeline_twice_gives_the_same_numbers(tmp_path, monkeypatch, ca
     # only the first SFT warm-starts: not the control, not the rounds' SFT (twice: runs a and b)
     assert caplog.text.count("instruction warm-start: 2 steps") == 2
     assert (run / "metrics.png").is_file() and (run / "round2" / "synth.report.json").is_file()
+    # each round retrains on the seed set + every row kept so far
+    seed_rows = read_jsonl(run / "synfacs" / "seed.jsonl")
+    kept = read_jsonl(run / "round1" / "synth.jsonl") + read_jsonl(run / "round2" / "synth.jsonl")
+    assert read_jsonl(run / "round2" / "sft_data.jsonl") == seed_rows + kept and len(kept) == kept2
+
+
+def test_a_rerun_with_changed_settings_never_reuses_stale_rows(tmp_path, monkeypatch, caplog):
+    """The same run_dir, GRPO trained one step longer: round 1's progress log was written by
+    another model, so it is dropped (said so) and every pool face is synthesized again."""
+    monkeypatch.setattr(synthesize, "_generator", stub_generator)
+    small = {**REDUCED, "rounds": 1, "control": False, "run_dir": str(tmp_path)}
+    pipeline.main("configs/pipeline/tiny-cpu.yaml", small)
+    log = tmp_path / "round1" / "synth.log.jsonl"
+    stamp = (tmp_path / "round1" / "synth.fingerprint").read_text()
+    with open(log, "a") as f:  # a record only the first run's log has
+        f.write(json.dumps({"id": "from-the-first-run", "kept": False, "reasons": ["aus"], "attempts": 1}) + "\n")
+    with caplog.at_level("WARNING", logger="facial_r1.synthesize"):
+        pipeline.main("configs/pipeline/tiny-cpu.yaml", {**small, "grpo": {**REDUCED["grpo"], "max_steps": 3}})
+    assert "written for other inputs" in caplog.text
+    assert (tmp_path / "round1" / "synth.fingerprint").read_text() != stamp
+    records = [json.loads(x)["id"] for x in log.read_text().splitlines()]
+    assert "from-the-first-run" not in records and len(set(records)) == len(records) == 36  # all redone
+    assert json.loads((tmp_path / "grpo" / "trainer_state.json").read_text())["global_step"] == 3
 
 
 def test_changed_synfacs_settings_render_anew(tmp_path):
