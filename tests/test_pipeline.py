@@ -227,3 +227,10 @@ def test_the_pipeline_itself_refuses_to_run_as_several_processes(tmp_path, monke
     with pytest.raises(FacialR1Error, match="give the launch command as launcher"):
         pipeline.main("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path), **REDUCED})
     assert not list(tmp_path.iterdir())  # before anything is written
+
+
+def test_a_launcher_clears_an_earlier_runs_stage_records(tmp_path):
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "09-eval.result.json").write_text("{}")  # left by a longer earlier run
+    pipeline.Launcher("inline", tmp_path / "stages")
+    assert not list((tmp_path / "stages").iterdir())

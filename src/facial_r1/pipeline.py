@@ -10,6 +10,8 @@ each round's synthesized data and report, and `report.md` / `metrics.json` / `me
 every metric with its bootstrap CI, each stage's paired difference from the row before
 (`stats.py`), what each stage trained on and which labels it saw, and the wall time.
 Stage configs are the stages' own YAML files, with per-stage overrides from this config.
+Each stage runs from a spec written to `run_dir/stages/`, in fresh processes started by
+`launcher` (python, accelerate launch ..., torchrun ...) or in this process (inline).
 """
 
 from __future__ import annotations
@@ -307,6 +309,8 @@ class Launcher:
         self.command = [sys.executable] if words == ["python"] else words
         self.folder, self.count = folder, 0
         folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.json"):  # an earlier run's specs and results: not this run's record
+            old.unlink()
 
     def __call__(self, kind: str, **spec):
         import subprocess
