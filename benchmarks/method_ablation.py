@@ -45,6 +45,8 @@ VARIANTS = {
     # half the instruction warm-start (~65 s less), and that time spent on GRPO (+40 steps)
     "instruct_500": {"sft": {"max_steps": 500, "vision_warmup_steps": 800, "instruct_warmup_steps": 500,
                              "save_strategy": "no"}},
+    "instruct_750_grpo_120": {"sft": {"max_steps": 500, "vision_warmup_steps": 800, "instruct_warmup_steps": 750,
+                                      "save_strategy": "no"}, "grpo": {"max_steps": 120, "save_strategy": "no"}},
     "instruct_500_grpo_120": {"sft": {"max_steps": 500, "vision_warmup_steps": 800, "instruct_warmup_steps": 500,
                                       "save_strategy": "no"}, "grpo": {"max_steps": 120, "save_strategy": "no"}},
 }
