@@ -27,6 +27,7 @@ from facial_r1 import evaluate, grpo, models, sft, stats, synthesize
 from facial_r1.config import read_yaml
 from facial_r1.data.schema import read_jsonl, write_jsonl
 from facial_r1.errors import FacialR1Error
+from facial_r1.warmstart import instruct_row_count
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +266,8 @@ def _warmup_seen(stage: dict, n_seed: int) -> list[tuple[str, str, str]]:
                      "no AU or emotion label (identity, pose, pixels)"))
     steps = stage.get("instruct_warmup_steps", 0)
     if steps:
-        batch = stage.get("per_device_train_batch_size", 8) * stage.get("gradient_accumulation_steps", 1)
-        seen.append(("instruction warm-start", f"no face: {steps * batch} text-only guided prompts, {steps} steps",
+        seen.append(("instruction warm-start", f"no face: {instruct_row_count(steps, stage)} text-only guided "
+                     f"prompts, {steps} steps",
                      "random AU lists + random emotions (not paired as in faces), with reasoning citing them"))
     return seen
 

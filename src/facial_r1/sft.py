@@ -21,7 +21,7 @@ from facial_r1.data.mixture import load_mixture
 from facial_r1.errors import FacialR1Error
 from facial_r1.prompts import assistant_message, prompt_for, user_message
 from facial_r1.training import TimeLimit, has_checkpoint
-from facial_r1.warmstart import instruct_rows, vision_warmup
+from facial_r1.warmstart import instruct_row_count, instruct_rows, vision_warmup
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ def instruct_warmup(model, processor, args: SFTConfig, steps: int, prompt_style:
 
     from datasets import Dataset
 
-    rows = instruct_rows(steps * args.per_device_train_batch_size * args.gradient_accumulation_steps, args.seed,
-                         prompt_style)
+    rows = instruct_rows(instruct_row_count(steps, vars(args)), args.seed, prompt_style)
     warm = replace(args, max_steps=steps, save_strategy="no", output_dir=str(Path(args.output_dir) / "instruct"))
     SFTTrainer(model=model, args=warm, train_dataset=Dataset.from_list(rows), processing_class=processor).train()
     log.info("instruction warm-start: %d steps on %d text-only guided prompts (no face)", steps, len(rows))

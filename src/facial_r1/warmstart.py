@@ -141,6 +141,12 @@ def _token_count(processor, image) -> int:
     return int(pix["image_grid_thw"].prod()) // processor.image_processor.merge_size ** 2
 
 
+def instruct_row_count(steps: int, stage: dict) -> int:
+    """Rows the instruction warm-start draws: one batch of the SFT stage's (`stage`: its config
+    keys) per optimizer step, every row seen once."""
+    return steps * stage.get("per_device_train_batch_size", 8) * stage.get("gradient_accumulation_steps", 1)
+
+
 def instruct_rows(n: int, seed: int, prompt_style: str) -> list[dict]:
     """`n` text-only rows for the instruction warm-start (tiny default only): the guided prompt
     of synthesis with a random AU list and a random emotion, drawn independently, and the
