@@ -59,3 +59,15 @@ def test_lora_sft_then_lora_grpo_then_eval_and_analyze(tiny_model, synfacs_small
     assert metrics["n_scored"] == 12
     rows = list(analyze([PHOTO], backend="vlm", model=str(grpo_out), batch_size=1, max_new_tokens=8))
     assert len(rows) == 1 and rows[0]["box"] and isinstance(rows[0]["reasoning"], str)
+
+
+def test_a_full_run_after_a_lora_run_in_the_same_folder_drops_the_lora_record(tiny_model, synfacs_small, tmp_path):
+    base = {"model": str(tiny_model), "data_paths": [str(synfacs_small / "train.jsonl")],
+            "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / "sft"), "max_steps": 1,
+            "vision_warmup_steps": 0, "instruct_warmup_steps": 0, "save_strategy": "no"}
+    out = sft.main("configs/sft/tiny-cpu.yaml", {**base, "lora": {"r": 4}})
+    assert (out / models.LORA_RECORD).is_file()
+    out = sft.main("configs/sft/tiny-cpu.yaml", base)  # full fine-tuning into the same folder
+    assert not (out / models.LORA_RECORD).is_file() and not (out / models.ADAPTER_CONFIG).is_file()
+    out = sft.main("configs/sft/tiny-cpu.yaml", {**base, "lora": {"r": 4}})  # and LoRA again over a full model
+    assert json.loads((out / models.LORA_RECORD).read_text())["base"] == str(tiny_model)

@@ -386,8 +386,10 @@ def save_trained(trainer, processor, out: str | Path, prompt_style: str, max_new
         processor.save_pretrained(str(out))
         write_prompt_settings(out, prompt_style, max_new_tokens)
         trainer.state.save_to_json(str(Path(out) / "trainer_state.json"))
-        if (Path(out) / ADAPTER_CONFIG).is_file() and not (Path(out) / "config.json").is_file():
+        if (Path(out) / ADAPTER_CONFIG).is_file():  # this run saved an adapter (a merge moves it away)
             merge_adapter(out, str(next(trainer.model.parameters()).dtype).removeprefix("torch."))
+        else:  # a full model: an earlier LoRA run's record in this folder no longer describes it
+            (Path(out) / LORA_RECORD).unlink(missing_ok=True)
     trainer.accelerator.wait_for_everyone()
     return Path(out)
 
