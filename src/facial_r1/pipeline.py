@@ -93,8 +93,7 @@ def read_pipeline(config: str, overrides: dict) -> tuple[Pipeline, synthesize.Sy
     if p.control and {**read_yaml(p.grpo_config), **p.grpo}.get("max_steps") is None:
         raise FacialR1Error(f"{config}: control needs grpo.max_steps (the control trains SFT that many steps more)")
     try:
-        qc = synthesize.QualityControl(**p.synthesis.get("qc", {}))
-        settings = synthesize.Synthesis(**{k: v for k, v in p.synthesis.items() if k != "qc"}, qc=qc)
+        settings = synthesize.Synthesis.from_dict(p.synthesis)
     except TypeError as e:
         raise FacialR1Error(f"{config}: synthesis: {e}") from None
     settings.seed = p.seed
@@ -348,9 +347,7 @@ def run_stage(spec: dict) -> dict:
         evaluate.main(**args)
         out = {}
     elif kind == "synthesize":
-        raw = dict(args.pop("settings"))
-        settings = synthesize.Synthesis(**{k: v for k, v in raw.items() if k != "qc"},
-                                        qc=synthesize.QualityControl(**raw["qc"]))
+        settings = synthesize.Synthesis.from_dict(args.pop("settings"))
         out = {"report": synthesize.main(settings=settings, **args)}
     else:
         raise FacialR1Error(f"unknown stage {kind!r}")

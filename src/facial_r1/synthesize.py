@@ -110,6 +110,11 @@ class Synthesis:
     engine: str = "auto"  # hf | vllm | auto (vLLM when installed, on a GPU, in one process)
     vllm_args: dict = field(default_factory=dict)  # to vllm.LLM: tensor_parallel_size, gpu_memory_utilization, ...
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Synthesis":
+        """From config keys (a pipeline's `synthesis:`, a stage spec), `qc` a dict of its own."""
+        return cls(**{k: v for k, v in raw.items() if k != "qc"}, qc=QualityControl(**raw.get("qc", {})))
+
     def __post_init__(self):
         from facial_r1.models import check_engine
 
