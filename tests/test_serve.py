@@ -1,23 +1,28 @@
+import asyncio
 import base64
 import io
 import json
+import random
 import socket
 import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import matplotlib.cbook
 import pytest
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from facial_r1.analyze import FaceAnalyser, analyze
 from facial_r1.errors import FacialR1Error
-from facial_r1.serve import Limits, Worker, create_app
+from facial_r1.serve import (BodyLimit, InFlightLimit, Limits, Worker, create_app, jobs, limits, memory_bound,
+                             peak_rss_bytes, subprocess_server)
 
 PHOTO = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
 PHOTO_BYTES = open(PHOTO, "rb").read()
@@ -141,6 +146,14 @@ def test_concurrent_requests_are_all_answered_in_shared_batches(landmarks_server
     assert batches < 24  # requests shared batches
 
 
+def no_faces(images):
+    """A stand-in analyser that finds no face."""
+    return [[] for _ in images]
+
+
+no_faces.backend, no_faces.model = "test", None
+
+
 class Recorder:
     """A stand-in analyser for the worker's own contract: records batches; fails on the image 'bad'."""
 
@@ -231,11 +244,7 @@ def test_cli_refuses_a_missing_checkpoint_before_serving():
 
 
 def test_a_stopped_worker_shows_in_health_and_answers_503():
-    def analyser(images):
-        return [[] for _ in images]
-
-    analyser.backend, analyser.model = "test", None
-    with TestClient(create_app(analyser)) as c:
+    with TestClient(create_app(no_faces)) as c:
         c.app.state.worker.stop()
         health = c.get("/healthz")
         refused = c.post("/v1/analyze", files={"image": ("x.png", encoded(), "image/png")})
@@ -276,11 +285,7 @@ def test_request_timeout_answers_504_and_the_image_leaves_the_queue():
 
 
 def test_a_dead_worker_thread_is_restarted():
-    def analyser(images):
-        return [[] for _ in images]
-
-    analyser.backend, analyser.model = "test", None
-    with TestClient(create_app(analyser)) as c:
+    with TestClient(create_app(no_faces)) as c:
         worker = c.app.state.worker
         real = worker._next_batch
         calls = []
@@ -322,8 +327,6 @@ def flat_png(width, height) -> bytes:
 def test_peak_memory_stays_under_the_documented_bound():
     # The issue's measured case: 24 concurrent uploads of a flat PNG that decodes big. A 7.8 MP PNG
     # is under the pixel cap (decoded, then reduced); a 39 MP one is refused on its header.
-    from facial_r1.serve import memory_bound, peak_rss_bytes, subprocess_server
-
     under, over = flat_png(3400, 2300), flat_png(7000, 5600)
     with subprocess_server("--backend", "landmarks") as url:
         base = peak_rss_bytes(url.pid)[1]
@@ -349,10 +352,9 @@ def test_peak_memory_stays_under_the_documented_bound():
     assert peak <= memory_bound(Limits(), base), (peak >> 20, memory_bound(Limits(), base) >> 20)
 
 
-def run_asgi(app, messages, delay_after=None):
-    """Drive an ASGI app with `messages` from the client (sleeping forever after `delay_after`)."""
-    import asyncio
-
+def run_asgi(app, messages, delay_after=None, headers=((b"content-length", b"100"),)):
+    """Drive an ASGI app with a POST /v1/analyze whose body comes in `messages` (the client sleeping
+    forever after `delay_after` of them); returns what the app sent."""
     sent, queue = [], list(messages)
 
     async def receive():
@@ -363,25 +365,20 @@ def run_asgi(app, messages, delay_after=None):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "path": "/v1/analyze", "headers": [(b"content-length", b"100")]}
+    scope = {"type": "http", "method": "POST", "path": "/v1/analyze", "raw_path": b"/v1/analyze",
+             "query_string": b"", "headers": list(headers), "http_version": "1.1", "scheme": "http",
+             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "root_path": ""}
     asyncio.run(app(scope, receive, send))
     return sent
 
 
-def test_a_stalled_upload_gets_408_and_excess_requests_503():
-    import asyncio
+async def reads_body(scope, receive, send):
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
 
-    from facial_r1.serve import BodyLimit, InFlightLimit
 
-    async def reads_body(scope, receive, send):
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-
-    stalled = run_asgi(BodyLimit(reads_body, 1000, timeout=0.2), [{"type": "http.request", "body": b"x" * 50,
-                                                                   "more_body": True}], delay_after=1)
-    assert stalled[0]["status"] == 408 and b"no body data for 0.2 s" in stalled[1]["body"]
-
+def test_excess_requests_get_503_after_their_body_is_drained():
     gate = asyncio.Event()
 
     async def held(scope, receive, send):
@@ -409,3 +406,130 @@ def test_a_stalled_upload_gets_408_and_excess_requests_503():
 
     out = asyncio.run(two())
     assert out[0]["status"] == 503 and (b"retry-after", b"1") in out[0]["headers"] and out[-1]["status"] == 200
+
+
+class Py310TimeoutError(Exception):
+    """asyncio.TimeoutError as Python 3.10 defines it: not a subclass of the builtin TimeoutError."""
+
+
+class Asyncio310:
+    """The asyncio module as the server sees it on Python 3.10, whose `wait_for` times out with
+    asyncio.TimeoutError (3.11 made it an alias of the builtin TimeoutError)."""
+
+    TimeoutError = Py310TimeoutError
+
+    def __getattr__(self, name):
+        return getattr(asyncio, name)
+
+    async def wait_for(self, awaitable, timeout):
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except TimeoutError:  # the builtin one: this Python's wait_for raises it
+            raise Py310TimeoutError from None
+
+
+def stalled_upload(timeout: float) -> int:
+    """A client that sends one chunk of its body, then nothing."""
+    first = {"type": "http.request", "body": b"x" * 50, "more_body": True}
+    sent = run_asgi(BodyLimit(reads_body, 1000, timeout=timeout), [first], delay_after=1)
+    assert f"no body data for {timeout:g} s".encode() in sent[1]["body"]
+    return sent[0]["status"]
+
+
+def stalled_excess_upload(timeout: float) -> int:
+    """A request over the in-flight limit whose client never sends the body being drained."""
+    sent = run_asgi(InFlightLimit(reads_body, max_requests=0, timeout=timeout), [], delay_after=0)
+    assert b"0 requests in flight; retry later" in sent[1]["body"]
+    return sent[0]["status"]
+
+
+def analysis_past_the_timeout(timeout: float) -> int:
+    """A request waiting on a worker that never takes its image."""
+    worker = Worker(Recorder(), Limits())  # never started
+    futures = worker.enqueue(["img"])
+    with pytest.raises(HTTPException) as refused:
+        asyncio.run(worker.wait(futures, timeout))
+    assert worker.queued == 0 and futures[0].cancelled()  # its image left the queue
+    return refused.value.status_code
+
+
+@pytest.mark.parametrize("python", ["this one", "3.10"])
+@pytest.mark.parametrize("provoke, status", [
+    (stalled_upload, 408),  # BodyLimit: no body data for `timeout` s
+    (stalled_excess_upload, 503),  # InFlightLimit: draining the refused request's body stops at `timeout` s
+    (analysis_past_the_timeout, 504),  # Worker.wait: the request timeout
+])
+def test_each_timeout_answers_on_every_python(monkeypatch, python, provoke, status):
+    if python == "3.10":  # wait_for's timeout is not a TimeoutError there: the old handlers never fired
+        monkeypatch.setattr(limits, "asyncio", Asyncio310())
+        monkeypatch.setattr(jobs, "asyncio", Asyncio310())
+    assert provoke(0.05) == status
+
+
+def noise_png(side: int, seed: int) -> bytes:
+    """An RGB PNG of random pixels: as large a file as `side` allows, with no face in it."""
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (side, side), random.Random(seed).randbytes(side * side * 3)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def json_body(files: dict[str, bytes], prefix: str = "") -> bytes:
+    return json.dumps({"images": [{"name": name, "data": prefix + base64.b64encode(data).decode()}
+                                  for name, data in files.items()]}).encode()
+
+
+@pytest.mark.parametrize("sides, prefix", [
+    ([1400], ""),  # one image: its text is the whole body
+    ([700] * 4, "data:image/png;base64,"),  # four data: URLs, each cut before its base64 is decoded
+])
+def test_a_json_body_is_held_at_most_twice(sides, prefix):
+    """What `memory_bound` counts a JSON body being parsed as: twice its size (3.75x before)."""
+    body = json_body({f"{i}.png": noise_png(side, i) for i, side in enumerate(sides)}, prefix)
+    chunk = 65536
+    messages = [{"type": "http.request", "body": body[i:i + chunk], "more_body": i + chunk < len(body)}
+                for i in range(0, len(body), chunk)]
+    headers = ((b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()))
+    app = create_app(no_faces)
+    app.state.worker.start()
+    try:
+        run_asgi(app, [{"type": "http.request", "body": json_body({"w.png": encoded()})}],
+                 headers=[(b"content-type", b"application/json")])  # warm-up: imports, thread pool
+        tracemalloc.start()
+        try:
+            sent = run_asgi(app, messages, headers=headers)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        app.state.worker.stop()
+    assert sent[0]["status"] == 200 and len(json.loads(sent[1]["body"])["results"]) == len(sides)  # all decoded
+    assert len(body) > 5 * 2**20 and peak <= 2 * len(body) + 2**20, (len(body), peak, peak / len(body))
+
+
+@pytest.mark.slow
+def test_concurrent_json_bodies_stay_under_the_memory_bound():
+    """As many JSON bodies as the server takes at once (max_connections), each near the body limit with
+    two base64 PNGs: every image decoded and analysed, and the peak RSS under `memory_bound`. The
+    limits are small so that the bodies are most of the bound."""
+    small = Limits(max_body_bytes=4 * 2**20, max_pixels=1_000_000, max_side=512, max_queue=64)
+    args = ["--backend", "landmarks", "--max-body-mb", "4", "--max-pixels", str(small.max_pixels),
+            "--max-side", str(small.max_side), "--max-queue", str(small.max_queue)]
+    pngs = [noise_png(700, seed) for seed in range(2)]  # 1.5 MB each, 0.5 MP
+    bodies = [json_body({f"{i}-{j}.png": png for j, png in enumerate(pngs)}) for i in range(small.max_connections)]
+    assert 3.5 * 2**20 < len(bodies[0]) < small.max_body_bytes
+
+    def post(body: bytes):
+        request = urllib.request.Request(url + "/v1/analyze", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return json.load(reply)["results"]
+
+    with subprocess_server(*args) as url:
+        # warm-up: a full batch of faces, so that `base` holds what the analyser's working memory needs
+        assert all("box" in r for r in post(json_body({f"w{j}.jpg": PHOTO_BYTES for j in range(small.max_batch)})))
+        base = peak_rss_bytes(url.pid)[1]
+        with ThreadPoolExecutor(small.max_connections) as pool:
+            answers = list(pool.map(post, bodies))
+        peak = peak_rss_bytes(url.pid)[1]
+    assert answers == [[{"file": f"{i}-{j}.png", "frame": None, "error": "no face found"} for j in range(2)]
+                       for i in range(small.max_connections)]
+    assert peak <= memory_bound(small, base), ((peak - base) >> 20, (memory_bound(small, base) - base) >> 20)
