@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0   # the CPU build on this machine's disk; never pulls CUDA
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,faces,serve]'   # the tested versions
+	# DeepSpeed builds against the torch above (with build isolation pip would fetch a CUDA torch);
+	# on CPU its communication op compiles on first use (~2 min), cached in ~/.cache/torch_extensions
+	$(PY) -m pip install -q -c constraints.txt --no-build-isolation deepspeed
 	touch $@
 
 # the serve page's end-to-end test drives Debian's headless Chromium

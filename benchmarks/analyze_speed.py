@@ -15,7 +15,7 @@ from pathlib import Path
 
 import matplotlib.cbook
 
-from facial_r1 import evaluate, models
+from facial_r1 import checkpoints, evaluate, tiny
 from facial_r1.analyze import analyze
 from facial_r1.data.schema import read_samples_with_images
 from facial_r1.data.synfacs import synth_faces
@@ -35,7 +35,7 @@ def main(n: int, model: str | None) -> None:
         for i in range(n):
             shutil.copy(photo, d / f"{i:03d}.jpg")
             paths.append(str(d / f"{i:03d}.jpg"))
-        model = model or str(models.build_tiny(d / "tiny"))
+        model = model or str(tiny.build_tiny(d / "tiny"))
         print(f"{n} photos (512x600, one face each), CPU, one thread")
         print(f"landmarks backend        {faces_per_s(paths):7.1f} faces/s")
         for batch in (1, 8):
@@ -43,7 +43,7 @@ def main(n: int, model: str | None) -> None:
             print(f"vlm backend, batch {batch:<2d}   {rate:7.1f} faces/s")
         synth_faces(d / "synfacs", 200, seed=0, test_fraction=1.0)
         test, _ = read_samples_with_images(d / "synfacs" / "test.jsonl", [d / "synfacs"])
-        net, processor = models.load(model)
+        net, processor = checkpoints.load(model)
         start = time.perf_counter()
         evaluate.score(test, evaluate.predict(net, processor, test, "question", 25, 128), "synfacs")
         print(f"eval (generate + score)  {len(test) / (time.perf_counter() - start):7.1f} samples/s")

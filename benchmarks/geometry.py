@@ -6,18 +6,18 @@ from pathlib import Path
 
 import torch
 
-from facial_r1 import models
+from facial_r1.tiny import build_tiny
 
 # Published Qwen2.5-VL sizes (text: hidden, layers, heads, kv heads, MLP; vision out = text hidden).
 # Checked on the meta device: 3.75 B and 8.29 B parameters, as the released models.
 GEOMETRY = {"3b": (2048, 36, 16, 2, 11008), "7b": (3584, 28, 28, 4, 18944)}
 
 
-def geometry_config(name: str, tiny: Path):
+def geometry_config(name: str, tiny_model: Path):
     """The tiny model's config (special token ids) with a published geometry."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(tiny)
+    config = AutoConfig.from_pretrained(tiny_model)
     hidden, layers, heads, kv, mlp = GEOMETRY[name]
     t = config.text_config
     t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads = hidden, layers, heads, kv
@@ -35,10 +35,10 @@ def build_geometry(name: str, out: Path) -> Path:
     """Random Qwen2.5-VL of a real geometry, saved with the tiny model's tokenizer/processor."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    tiny = models.build_tiny(out / "tokenizer-src")
-    model = Qwen2_5_VLForConditionalGeneration(geometry_config(name, tiny)).to(torch.bfloat16)
+    tiny_model = build_tiny(out / "tokenizer-src")
+    model = Qwen2_5_VLForConditionalGeneration(geometry_config(name, tiny_model)).to(torch.bfloat16)
     model.save_pretrained(out / name)
-    for f in tiny.iterdir():
+    for f in tiny_model.iterdir():
         if f.name not in ("config.json", "model.safetensors", "generation_config.json"):
             (out / name / f.name).write_bytes(f.read_bytes())
     return out / name

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from geometry import build_geometry  # benchmarks/geometry.py
 
-from facial_r1 import grpo, models
+from facial_r1 import grpo, tiny
 from facial_r1.config import parse_overrides
 from facial_r1.data.synfacs import synth_faces
 
@@ -29,7 +29,7 @@ def main(geometry: str, steps: int, overrides: dict) -> None:
         d = Path(d)
         data = d / "synfacs"
         synth_faces(data, 256, seed=0, test_fraction=0.0, reasoning_fraction=0.0)
-        model = models.build_tiny(d / "tiny") if geometry == "tiny" else build_geometry(geometry, d)
+        model = tiny.build_tiny(d / "tiny") if geometry == "tiny" else build_geometry(geometry, d)
         out = grpo.main("configs/grpo/tiny-cpu.yaml", {
             "model": str(model), "data_paths": [str(data / "train.jsonl")], "image_folders": [str(data)],
             "output_dir": str(d / "grpo"), "max_steps": steps, "logging_steps": 1, "save_strategy": "no",

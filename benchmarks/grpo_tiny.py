@@ -13,7 +13,7 @@ import json
 import statistics
 from pathlib import Path
 
-from facial_r1 import evaluate, grpo, models
+from facial_r1 import checkpoints, evaluate, grpo
 from facial_r1.config import parse_overrides
 from facial_r1.data.schema import read_samples_with_images
 from facial_r1.rewards import REWARDS
@@ -21,8 +21,8 @@ from facial_r1.rewards import REWARDS
 
 def held_out(model: str, data: Path) -> dict:
     test, _ = read_samples_with_images(data / "test.jsonl", [data])
-    net, processor = models.load(model)
-    completions = evaluate.predict(net, processor, test, models.read_prompt_settings(model)["prompt"],
+    net, processor = checkpoints.load(model)
+    completions = evaluate.predict(net, processor, test, checkpoints.read_prompt_settings(model)["prompt"],
                                    batch_size=25, max_new_tokens=128)
     m = evaluate.score(test, completions, "synfacs")
     cols = {"AUs": [s["AUs"] for s in test], "labels": [s["labels"] for s in test]}
@@ -40,16 +40,15 @@ def main(sft: str, data: str, steps: int, out: str, overrides: dict) -> None:
                                                        "logging_steps": 1, **overrides})
     logs = [x for x in json.loads((result / "trainer_state.json").read_text())["log_history"] if "step_time" in x]
     after = held_out(str(result), data)
-    mean = {k: statistics.fmean(x[k] for x in logs) for k in ("step_time", "time/generate", "time/prepare",
-                                                              "time/reward")}
-    gen_only = mean["time/generate"] - mean["time/prepare"]
-    rest = mean["step_time"] - mean["time/generate"] - mean["time/reward"]
+    rewards = sorted({k for x in logs for k in x if k.startswith("time/reward/")})
+    mean = {k: statistics.fmean(x[k] for x in logs) for k in ("step_time", "time/generate", *rewards)}
+    reward = sum(mean[k] for k in rewards)
+    rest = mean["step_time"] - mean["time/generate"] - reward  # prompt collation, log-probs, update
     print(f"{len(logs)} GRPO steps, {mean['step_time']:.2f} s/step:")
-    for name, t in (("generation", gen_only), ("prompt preparation (collation)", mean["time/prepare"]),
-                    ("reward + parsing", mean["time/reward"]), ("log-probs + update", rest)):
+    for name, t in (("generation (model.generate)", mean["time/generate"]), ("reward + parsing", reward),
+                    ("collation + log-probs + update", rest)):
         print(f"  {name:32s} {t:6.3f} s  {100 * t / mean['step_time']:5.1f} %")
-    overhead = (mean["time/prepare"] + mean["time/reward"]) / mean["step_time"]
-    print(f"  reward + parsing + collation: {100 * overhead:.1f} % of the step (bar: < 5 %)")
+    print(f"  reward + parsing: {100 * reward / mean['step_time']:.1f} % of the step (bar: < 5 %)")
     zero = statistics.fmean(x["frac_reward_zero_std"] for x in logs)
     print(f"  groups with zero reward spread: {100 * zero:.0f} %")
     print("held-out (greedy) | mean reward | AU F1 | accuracy | format")

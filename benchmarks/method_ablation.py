@@ -26,28 +26,32 @@ CONFIG = "configs/pipeline/tiny-cpu.yaml"
 # which do not depend on what they change, to fit the CPU budget.
 VARIANTS = {
     "main": {},
-    "warmup_selfsup": {"sft": {"max_steps": 500, "vision_warmup_steps": 800, "vision_warmup_objective": "selfsup",
+    "warmup_selfsup": {"sft": {"max_steps": 500, "miniature": {"vision_warmup_steps": 800,
+                                                            "vision_warmup_objective": "selfsup"},
                                "save_strategy": "no"}, "rounds": 0},
-    "warmup_none": {"sft": {"max_steps": 500, "vision_warmup_steps": 0, "save_strategy": "no"}, "rounds": 0},
-    "grpo_unguided": {"grpo": {"max_steps": 80, "save_strategy": "no", "guided_fraction": 0.0}, "rounds": 0},
+    "warmup_none": {"sft": {"max_steps": 500, "miniature": {"vision_warmup_steps": 0}, "save_strategy": "no"}, "rounds": 0},
+    "grpo_unguided": {"grpo": {"max_steps": 80, "save_strategy": "no", "miniature": {"guided_fraction": 0.0}},
+                      "rounds": 0},
     "reward_au_f1_signed": {"grpo": {"max_steps": 80, "save_strategy": "no",
                                      "rewards": ["au_f1_signed", "accuracy", "format"]}, "rounds": 0},
     # per-reward token credit: AU F1's advantage share on <think>, accuracy's on <answer> (grpo.py)
     "token_credit": {"grpo": {"max_steps": 80, "save_strategy": "no", "token_credit": True}, "rounds": 0},
     # the main job before the instruction warm-start and the sampled first attempt (with one round:
     # what it changes is synthesis)
-    "instruct_none": {"sft": {"max_steps": 500, "vision_warmup_steps": 800, "instruct_warmup_steps": 0,
+    "instruct_none": {"sft": {"max_steps": 500, "miniature": {"vision_warmup_steps": 800, "instruct_warmup_steps": 0},
                               "save_strategy": "no"}, "synthesis": {"attempts": 3, "batch_size": 32,
                               "max_new_tokens": 128, "temperature": 0.8, "sample_first": False,
                               "qc": {"au_f1_min": 1.0, "dedup_threshold": 0.9}}, "rounds": 1},
     # 2.5x the GRPO steps (the control row gets as many more SFT steps)
     "grpo_200_steps": {"grpo": {"max_steps": 200, "save_strategy": "no"}, "rounds": 0},
     # half the instruction warm-start (~65 s less), and that time spent on GRPO (+40 steps)
-    "instruct_500": {"sft": {"max_steps": 500, "vision_warmup_steps": 800, "instruct_warmup_steps": 500,
+    "instruct_500": {"sft": {"max_steps": 500, "miniature": {"vision_warmup_steps": 800, "instruct_warmup_steps": 500},
                              "save_strategy": "no"}},
-    "instruct_750_grpo_120": {"sft": {"max_steps": 500, "vision_warmup_steps": 800, "instruct_warmup_steps": 750,
+    "instruct_750_grpo_120": {"sft": {"max_steps": 500, "miniature": {"vision_warmup_steps": 800,
+                                                                   "instruct_warmup_steps": 750},
                                       "save_strategy": "no"}, "grpo": {"max_steps": 120, "save_strategy": "no"}},
-    "instruct_500_grpo_120": {"sft": {"max_steps": 500, "vision_warmup_steps": 800, "instruct_warmup_steps": 500,
+    "instruct_500_grpo_120": {"sft": {"max_steps": 500, "miniature": {"vision_warmup_steps": 800,
+                                                                   "instruct_warmup_steps": 500},
                                       "save_strategy": "no"}, "grpo": {"max_steps": 120, "save_strategy": "no"}},
 }
 KEYS = ("au_f1", "accuracy", "rouge_l", "format_rate")
@@ -105,7 +109,7 @@ def _finished_with(run_dir: Path, overrides: dict) -> bool:
         return False
     from facial_r1.pipeline import fingerprint, read_pipeline
 
-    wanted, _ = read_pipeline(CONFIG, dict(overrides))
+    wanted = read_pipeline(CONFIG, dict(overrides))
     return saved.read_text() == fingerprint(wanted)
 
 

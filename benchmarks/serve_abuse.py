@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import matplotlib.cbook
 from PIL import Image
 
-from facial_r1 import models
+from facial_r1 import tiny
 from facial_r1.analyze import analyze
 from facial_r1.serve import Limits, memory_bound, peak_rss_bytes, subprocess_server
 
@@ -170,7 +170,7 @@ def run(name: str, args: list[str], backend: str, model: str | None, n: int, cli
 def main(n: int, clients: int, model: str | None) -> int:
     ok = run("landmarks", ["--backend", "landmarks"], "landmarks", None, n, clients)
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = model or str(models.build_tiny(os.path.join(tmp, "tiny")))
+        ckpt = model or str(tiny.build_tiny(os.path.join(tmp, "tiny")))
         ok &= run(f"vlm ({'tiny, untrained' if model is None else model})", ["--model", ckpt], "vlm", ckpt, n, clients)
     return 0 if ok else 1
 

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import matplotlib.cbook
 
-from facial_r1 import models
+from facial_r1 import tiny
 from facial_r1.serve import subprocess_server
 
 PHOTO = open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "rb").read()
@@ -64,7 +64,7 @@ def main(n: int, concurrency: list[int], model: str | None) -> None:
         for c in concurrency:
             print(row("landmarks", c, load(url, n, c)), flush=True)
     with tempfile.TemporaryDirectory() as d:
-        model = model or str(models.build_tiny(f"{d}/tiny"))
+        model = model or str(tiny.build_tiny(f"{d}/tiny"))
         for max_batch in (1, 8):
             with subprocess_server("--model", model, "--max-batch", str(max_batch), "--max-new-tokens", "64") as url:
                 print(row(f"vlm (tiny), max-batch {max_batch}", concurrency[-1], load(url, n, concurrency[-1])),

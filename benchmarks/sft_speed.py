@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from geometry import GEOMETRY, build_geometry  # benchmarks/geometry.py
 
-from facial_r1 import models, sft
+from facial_r1 import sft, tiny
 from facial_r1.data.synfacs import synth_faces
 
 def run(model: str, data: Path, out: Path, steps: int, lora: bool, gpu: bool, batch: int) -> dict:
@@ -26,7 +26,7 @@ def run(model: str, data: Path, out: Path, steps: int, lora: bool, gpu: bool, ba
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = sft.main("configs/sft/tiny-cpu.yaml", {
         "model": model, "data_paths": [str(data / "train.jsonl")], "image_folders": [str(data)],
-        "output_dir": str(out), "max_steps": steps, "vision_warmup_steps": 0, "instruct_warmup_steps": 0,
+        "output_dir": str(out), "max_steps": steps, "miniature": None,
         "save_strategy": "no", "logging_steps": steps, "per_device_train_batch_size": batch,
         "use_cpu": not gpu, "bf16": gpu, "dtype": "bfloat16" if gpu else "float32",
         "lora": {"r": 16} if lora else None, "learning_rate": 1e-5 if gpu else 1e-3, "warmup_steps": 0,
@@ -46,7 +46,7 @@ def main(geometry: list[str], lora: str, steps: int, batch: int) -> None:
         d = Path(d)
         data = d / "synfacs"
         synth_faces(data, 64 + 8, seed=0, test_fraction=8 / 72, reasoning_fraction=1.0)
-        targets = [("tiny", str(models.build_tiny(d / "tiny")))] if not geometry else \
+        targets = [("tiny", str(tiny.build_tiny(d / "tiny")))] if not geometry else \
             [(g, str(build_geometry(g, d))) for g in geometry]
         modes = {"full": [False], "lora": [True], "both": [False, True]}[lora]
         print(f"device: {device}; batch {batch}, {steps} steps, 112 px faces (16 visual tokens)")

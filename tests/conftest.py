@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A freshly built tiny Qwen2.5-VL (random weights, local tokenizer)."""
-    from facial_r1.models import build_tiny
+    from facial_r1.tiny import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -36,7 +36,7 @@ def guided_model(tiny_model, synfacs_small, tmp_path_factory):
     return sft.main("configs/sft/tiny-cpu.yaml", {
         "model": str(tiny_model), "data_paths": [str(synfacs_small / "train.jsonl")],
         "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path_factory.mktemp("guided") / "model"),
-        "vision_warmup_steps": 0, "instruct_warmup_steps": 0, "guided_fraction": 1.0, "max_steps": 150,
+        "miniature": {"vision_warmup_steps": 0, "instruct_warmup_steps": 0, "guided_fraction": 1.0}, "max_steps": 150,
         "save_strategy": "no", "logging_steps": 50})
 
 

@@ -43,7 +43,7 @@ def finished_run(tmp_path, overrides, name="run"):
     run = tmp_path / name
     run.mkdir()
     (run / "metrics.json").write_text("{}")
-    (run / "inputs.fingerprint").write_text(fingerprint(read_pipeline(ablation.CONFIG, overrides)[0]))
+    (run / "inputs.fingerprint").write_text(fingerprint(read_pipeline(ablation.CONFIG, overrides)))
     return run
 
 
@@ -67,9 +67,9 @@ def test_a_run_without_a_fingerprint_or_metrics_runs_again(tmp_path):
 
 
 def test_the_fingerprint_covers_stage_configs_and_the_source(tmp_path, monkeypatch):
-    from facial_r1 import pipeline
+    from facial_r1 import launch, pipeline
 
-    p, _ = pipeline.read_pipeline(ablation.CONFIG, {})
+    p = pipeline.read_pipeline(ablation.CONFIG, {})
     before = pipeline.fingerprint(p)
     sft = tmp_path / "sft.yaml"
     sft.write_text(open(p.sft_config).read())
@@ -82,7 +82,7 @@ def test_the_fingerprint_covers_stage_configs_and_the_source(tmp_path, monkeypat
     package = tmp_path / "pkg"
     package.mkdir()
     (package / "a.py").write_text("x = 1\n")
-    monkeypatch.setattr(pipeline, "__file__", str(package / "pipeline.py"))
+    monkeypatch.setattr(launch, "__file__", str(package / "launch.py"))
     one = pipeline.fingerprint(p)
     (package / "a.py").write_text("x = 2\n")
     assert pipeline.fingerprint(p) != one

@@ -1,6 +1,7 @@
 import pytest
 
-from facial_r1.evaluate import PROTOCOLS, score
+from facial_r1.evaluate import score
+from facial_r1.scoring import PROTOCOLS
 from facial_r1.errors import FacialR1Error
 from facial_r1.facs import AU_SUBSETS
 
@@ -86,7 +87,7 @@ def test_unknown_protocol():
 def test_eval_accounts_for_every_row(tiny_model, synfacs_small, tmp_path):
     import json
 
-    from facial_r1 import evaluate, models
+    from facial_r1 import checkpoints, evaluate
 
     rows = [json.loads(line) for line in (synfacs_small / "test.jsonl").read_text().splitlines()[:3]]
     rows[0]["AUs"] = rows[0]["AUs"] + ["AU3", "L12"]  # a code FACS lacks (dropped, counted) and a side form
@@ -114,8 +115,8 @@ def test_eval_accounts_for_every_row(tiny_model, synfacs_small, tmp_path):
     (64, 512, 64),       # given wins
 ])
 def test_generation_budget_from_the_checkpoint(tmp_path, given, recorded, expected):
-    from facial_r1 import evaluate, models
+    from facial_r1 import checkpoints, evaluate
 
     (tmp_path / "ck").mkdir()
-    models.write_prompt_settings(tmp_path / "ck", "full", recorded)
-    assert evaluate.generation_budget(given, models.read_prompt_settings(tmp_path / "ck")) == expected
+    checkpoints.write_prompt_settings(tmp_path / "ck", "full", recorded)
+    assert evaluate.generation_budget(given, checkpoints.read_prompt_settings(tmp_path / "ck")) == expected

@@ -9,66 +9,23 @@ import time
 import pytest
 
 from facial_r1 import grpo
-from facial_r1.config import load_stage_config, read_yaml
+from facial_r1.config import resolve
 from facial_r1.errors import FacialR1Error
 from trl import GRPOConfig
 
 
-def test_the_private_trl_methods_we_wrap_are_still_there():
-    """TimedGRPOTrainer overrides private GRPOTrainer methods; a TRL that renames or reshapes one
-    fails here, by name, instead of silently losing the phase timers or the token credit."""
-    import inspect
-
-    import trl
-    from trl import GRPOTrainer
-
-    ours = {n for n, f in vars(grpo.TimedGRPOTrainer).items() if callable(f) and hasattr(GRPOTrainer, n)}
-    assert ours == set(grpo.TimedGRPOTrainer.TRL_PRIVATE)  # every override is listed
-    for name in grpo.TimedGRPOTrainer.TRL_PRIVATE:
-        theirs = getattr(GRPOTrainer, name, None)
-        assert theirs is not None, f"trl {trl.__version__}: GRPOTrainer.{name} is gone"
-        assert inspect.signature(theirs).parameters.keys() == \
-            inspect.signature(getattr(grpo.TimedGRPOTrainer, name)).parameters.keys(), name
-
-
 def test_tiny_config_parses():
     # the embedded default: 4 prompts x 8 generations, short completions, a KL anchor, Dr. GRPO loss
-    run, args = load_stage_config("configs/grpo/tiny-cpu.yaml", {}, grpo.GRPORun, GRPOConfig)
+    run, args = resolve("configs/grpo/tiny-cpu.yaml", {}, grpo.GRPORun, GRPOConfig, "grpo").build()
+    assert run.miniature == {"guided_fraction": 0.5}
     assert run.rewards == ["au_f1", "accuracy", "format"] and args.reward_weights == [1.0, 1.0, 1.0]
     assert (args.num_generations, args.max_completion_length, args.beta, args.loss_type) == (8, 96, 0.04, "dr_grpo")
     assert not args.bf16 and not args.activation_checkpointing  # set in the file, not TRL's defaults
 
 
-# run_scripts/grpo_emotion.sh of the released Facial-R1 (with the defaults of the TRL it ran on)
-RELEASED_GRPO = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 4, "max_completion_length": 2048,
-                 "beta": 0.04, "num_train_epochs": 1, "seed": 42, "data_seed": 42, "bf16": True,
-                 "activation_checkpointing": True, "learning_rate": 1e-6, "lr_scheduler_type": "linear",
-                 "loss_type": "grpo", "num_generations": 8, "use_vllm": False}
-
-
-def test_7b_config_holds_the_released_settings_and_documents_each_difference():
-    path = "configs/grpo/qwen2.5-vl-7b.yaml"
-    # TRL checks the generation batch against the number of processes: give it the 8 GPUs' value;
-    # bf16 cannot be validated on this CPU (checked in the file instead)
-    overrides = {"generation_batch_size": 1 * 8 * 4, "use_cpu": True, "bf16": False}
-    run, args = load_stage_config(path, overrides, grpo.GRPORun, GRPOConfig)
-    raw = read_yaml(path)
-    for key, value in RELEASED_GRPO.items():
-        assert raw[key] == value, key
-        if key != "bf16":
-            assert getattr(args, key) == value, key
-    assert args.loss_type == "grpo" and args.lr_scheduler_type.value == "linear"
-    header = "\n".join(line for line in open(path).read().splitlines() if line.startswith("#"))
-    # the keys that differ from the released script are each named, with the reason, in the header
-    assert run.rewards == ["au_f1", "accuracy", "format"] and "au_f1_signed" in header
-    assert raw["save_strategy"] == "steps" and "save_strategy steps" in header
-    assert raw["min_pixels"] and "min/max_pixels" in header
-    assert "Never run here" in header
-
-
 @pytest.mark.parametrize("overrides, message", [
     ({"rewards": ["au_f1", "smile_bonus"]}, r"unknown reward\(s\) \['smile_bonus'\]"),
-    ({"reward_weights": [1.0, 2.0]}, "2 reward_weights for 3 reward_funcs"),
+    ({"reward_weights": [1.0, 2.0]}, "2 reward_weights for 3 rewards"),
     ({"num_generatons": 4}, r"unknown key\(s\) \['num_generatons'\]"),
 ])
 def test_bad_config_is_an_error_before_training(overrides, message, synfacs_small, tmp_path):
@@ -78,12 +35,12 @@ def test_bad_config_is_an_error_before_training(overrides, message, synfacs_smal
                                                  "image_folders": [str(synfacs_small)], **overrides})
 
 
-def test_dataset_without_au_labels_is_refused_for_the_au_reward(synfacs_small, tmp_path):
+def test_dataset_without_au_labels_is_refused_for_the_au_reward(tiny_model, synfacs_small, tmp_path):
     rows = [json.loads(line) for line in (synfacs_small / "train.jsonl").read_text().splitlines()]
     emotion_only = tmp_path / "fer_like.jsonl"
     emotion_only.write_text("".join(json.dumps({**r, "AUs": None}) + "\n" for r in rows))
     with pytest.raises(FacialR1Error, match=r"fer_like.jsonl: dataset lacks column\(s\) \['AUs'\]"):
-        grpo.main("configs/grpo/tiny-cpu.yaml", {"model": "no/such/model/here", "output_dir": str(tmp_path),
+        grpo.main("configs/grpo/tiny-cpu.yaml", {"model": str(tiny_model), "output_dir": str(tmp_path),
                                                  "data_paths": [str(emotion_only)],
                                                  "image_folders": [str(synfacs_small)]})
 
@@ -107,7 +64,7 @@ def _tiny_sft(tiny_model, synfacs_small, tmp_path):
     return sft.main("configs/sft/tiny-cpu.yaml", {
         "model": str(tiny_model), "data_paths": [str(synfacs_small / "train.jsonl")],
         "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / "sft"), "max_steps": 3,
-        "vision_warmup_steps": 0, "instruct_warmup_steps": 0, "save_strategy": "no"})
+        "miniature": {"vision_warmup_steps": 0, "instruct_warmup_steps": 0}, "save_strategy": "no"})
 
 
 def test_two_steps_log_every_reward_and_the_spread(tiny_model, synfacs_small, tmp_path):
@@ -122,10 +79,19 @@ def test_two_steps_log_every_reward_and_the_spread(tiny_model, synfacs_small, tm
     assert len(steps) == 2
     for entry in steps:
         for key in ("rewards/au_f1_reward/mean", "rewards/accuracy_reward/mean", "rewards/format_reward/mean",
-                    "frac_reward_zero_std", "completions/mean_length", "time/generate", "time/reward"):
+                    "frac_reward_zero_std", "completions/mean_length", "kl", "step_time", "time/generate",
+                    "time/reward/au_f1_reward", "time/reward/format_reward"):
             assert key in entry and math.isfinite(entry[key]), key
     assert (out / "model.safetensors").is_file()
     assert json.loads((out / "facial_r1_prompt.json").read_text()) == {"prompt": "question", "max_new_tokens": 16}  # the trained length
+    # the same values reach the tracker (TensorBoard, offline), phase times included
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [events] = (out / "runs").glob("*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("train/time/generate")] == pytest.approx([x["time/generate"] for x in steps])
+    assert {"train/kl", "train/reward", "train/completions/mean_length"} <= set(acc.Tags()["scalars"])
 
 
 def test_resume_after_a_real_kill(tiny_model, synfacs_small, tmp_path):
@@ -175,95 +141,30 @@ def test_au_rarity_weighting_adds_a_weight_per_data_set(synfacs_small):
         assert [weighted[i]["reward_weight"] for i in idx] == pytest.approx(au_rarity_weights([samples[i]["AUs"] for i in idx]))
 
 
-def _trl_advantages(rewards_per_func, weights, g, scale):
-    """TRL 1.x's sum_then_normalize advantage, written out directly (GRPOTrainer._generate_and_score_completions)."""
-    import torch
-
-    rewards = (rewards_per_func * weights).nansum(dim=1)
-    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-    mean = torch.nanmean(rewards.view(-1, g), dim=1).repeat_interleave(g)
-    valid = ~torch.isnan(rewards)
-    if scale == "group":
-        std = torch.stack([x[~torch.isnan(x)].std() for x in rewards.view(-1, g)]).repeat_interleave(g)
-    else:
-        std = rewards[valid].std().expand_as(rewards)
-    adv = rewards - mean
-    if scale != "none":
-        adv = adv / (std + 1e-4)
-    return torch.nan_to_num(adv, nan=0.0)
-
-
-@pytest.mark.parametrize("scale", ["group", "batch", "none"])
-def test_reward_shares_add_up_to_trls_advantage(scale):
-    import torch
-
-    torch.manual_seed(0)
-    rpf = torch.rand(12, 3)          # 3 groups of 4 completions, 3 rewards
-    rpf[4:8, 1] = torch.nan          # the accuracy reward skipped a whole group (no label)
-    rpf[9, 0] = torch.nan            # one reward skipped one completion
-    rpf[11] = torch.nan              # every reward skipped this one: no advantage
-    weights = torch.tensor([1.0, 2.0, 0.5])
-    shares = grpo.reward_shares(rpf, weights, 4, scale)
-    assert torch.allclose(shares.sum(dim=1), _trl_advantages(rpf, weights, 4, scale), atol=1e-5)
-    assert torch.all(shares[4:8, 1] == 0) and torch.all(shares[11] == 0)
-
-
-def test_block_masks_follow_the_parser_on_real_tokens(tiny_model):
-    """With the tiny tokenizer '</think><answer>' is tokenized '</', 'think', '><', 'answer', '>'."""
-    import torch
-
-    from facial_r1 import models
-
-    _, processor = models.load(str(tiny_model))
-    tok = processor.tokenizer
-    texts = ["<think>brows lowered (AU4)</think><answer>Anger</answer>", "no tags at all"]
-    encoded = [tok.encode(t, add_special_tokens=False) for t in texts]
-    width = max(map(len, encoded)) + 2
-    ids = torch.tensor([e + [tok.pad_token_id or 0] * (width - len(e)) for e in encoded])
-    keep = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded])
-    masks = grpo.block_masks(processor, ids, keep)
-
-    def text(block, row):
-        return "".join(tok.decode([i]) for i, m in zip(ids[row].tolist(), masks[block][row].tolist()) if m)
-
-    assert text("think", 0).strip() == "brows lowered (AU4)" and text("answer", 0) == "Anger"
-    assert masks["think"][1].sum() == 0 and masks["answer"][1].sum() == 0
-    assert torch.equal(masks["all"], keep)
-    # AU F1's share on the think tokens, accuracy's on the answer tokens, format's everywhere
-    shares = torch.tensor([[0.3, -0.2, 0.1], [0.0, 0.0, -0.4]])
-    adv = grpo.token_advantages(shares, masks, ["think", "answer", None])
-    think, answer = masks["think"][0].bool(), masks["answer"][0].bool()
-    assert torch.allclose(adv[0][think], torch.tensor(0.4)) and torch.allclose(adv[0][answer], torch.tensor(-0.1))
-    assert torch.allclose(adv[0][keep[0].bool() & ~think & ~answer], torch.tensor(0.1))  # the tags themselves
-    assert torch.all(adv[1][keep[1].bool()] == -0.4) and torch.all(adv[:, -1] == 0)
-
-
-def test_token_credit_run_gives_per_token_advantages(tiny_model, synfacs_small, tmp_path):
-    start = _tiny_sft(tiny_model, synfacs_small, tmp_path)
-    seen = []
-    original = grpo.TimedGRPOTrainer._generate_and_score_completions
-
-    def spy(self, inputs):
-        out = original(self, inputs)
-        seen.append(tuple(out["advantages"].shape) == tuple(out["completion_ids"].shape))
-        return out
-
-    grpo.TimedGRPOTrainer._generate_and_score_completions = spy
-    try:
+@pytest.mark.parametrize("scale", ["batch", "none"])
+def test_au_rarity_weighting_changes_the_loss(guided_model, synfacs_small, tmp_path, scale):
+    """A row's weight scales its rewards; under scale_rewards batch/none that scales its advantage,
+    so the loss TRL logs differs from the same step unweighted (the preflight refuses `group`,
+    where a group's own spread divides the weight away). The start writes the format, so
+    completions differ in length and a group's advantages do not cancel in the loss."""
+    start = guided_model
+    losses = []
+    for weighting in (False, True):
         out = grpo.main("configs/grpo/tiny-cpu.yaml", {
             "model": str(start), "data_paths": [str(synfacs_small / "train.jsonl")],
-            "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / "grpo"), "max_steps": 2,
-            "logging_steps": 1, "per_device_train_batch_size": 4, "num_generations": 2,
-            "max_completion_length": 16, "save_strategy": "no", "token_credit": True})
-    finally:
-        grpo.TimedGRPOTrainer._generate_and_score_completions = original
-    assert seen and all(seen)  # (B, T) advantages reached TRL's loss
-    logs = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    assert all("credit/think_token_share" in x for x in logs if "loss" in x)
+            "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / f"grpo{weighting}"), "max_steps": 1,
+            "logging_steps": 1, "per_device_train_batch_size": 8, "num_generations": 4, "temperature": 1.2,
+            "max_completion_length": 96, "save_strategy": "no", "scale_rewards": scale, "beta": 0.0,
+            "au_rarity_weighting": weighting})
+        logs = json.loads((out / "trainer_state.json").read_text())["log_history"]
+        losses.append([x for x in logs if "loss" in x][0])
+    plain, weighted = losses
+    assert plain["reward"] != weighted["reward"]  # the weights reached the rewards
+    assert plain["loss"] != weighted["loss"]
 
 
-def test_token_credit_needs_summed_rewards(synfacs_small, tmp_path):
-    with pytest.raises(FacialR1Error, match="token_credit: true needs multi_objective_aggregation: sum_then_normalize"):
+def test_au_rarity_weighting_with_group_scaling_is_refused(synfacs_small, tmp_path):
+    with pytest.raises(FacialR1Error, match="au_rarity_weighting .* cancels it"):
         grpo.main("configs/grpo/tiny-cpu.yaml", {
             "model": "unused", "data_paths": [str(synfacs_small / "train.jsonl")], "image_folders": [str(synfacs_small)],
-            "output_dir": str(tmp_path / "g"), "token_credit": True, "multi_objective_aggregation": "normalize_then_sum"})
+            "output_dir": str(tmp_path / "g"), "au_rarity_weighting": True, "scale_rewards": "group"})

@@ -334,7 +334,7 @@ def test_autolabel_fills_missing_aus_and_marks_them(tmp_path):
     counts = autolabel(str(data), [str(tmp_path)], str(tmp_path / "out.jsonl"))
     assert counts == {"labelled": 1, "kept_as_is": 1, "no_face": 1, "unreadable": 0}
     rows = {r["id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
-    assert rows["r1"]["AUs"] == ["AU7"]  # Grace Hopper's squint (see README: threshold 0.4)
+    assert rows["r1"]["AUs"] == ["AU7"]  # Grace Hopper's squint (see docs/analyze.md: threshold 0.4)
     assert rows["r1"]["meta_info"]["au_pseudo_label"]["source"] == "mediapipe-blendshapes"
     assert rows["r2"]["AUs"] is None and rows["r3"]["AUs"] == ["AU12"]
     assert "au_pseudo_label" not in rows["r3"]["meta_info"]

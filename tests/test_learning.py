@@ -2,7 +2,7 @@
 
 import pytest
 
-from facial_r1 import evaluate, models, sft
+from facial_r1 import checkpoints, evaluate, sft
 from facial_r1.data.schema import read_samples_with_images
 from facial_r1.data.synfacs import synth_faces
 
@@ -14,10 +14,10 @@ def test_tiny_sft_learns_format_and_beats_chance(tiny_model, tmp_path):
     out = sft.main("configs/sft/tiny-cpu.yaml", {
         "model": str(tiny_model), "data_paths": [str(data / "train.jsonl")], "image_folders": [str(data)],
         "output_dir": str(tmp_path / "sft"), "save_strategy": "no", "logging_steps": 50,
-        "instruct_warmup_steps": 0,  # this test is about SFT reading the image
+        "miniature": {"instruct_warmup_steps": 0},  # this test is about SFT reading the image
     })
     test, _ = read_samples_with_images(data / "test.jsonl", [data])
-    net, processor = models.load(str(out))
+    net, processor = checkpoints.load(str(out))
     completions = evaluate.predict(net, processor, test, prompt_style="question", batch_size=25, max_new_tokens=128)
     m = evaluate.score(test, completions, "synfacs")
     print({k: m[k] for k in ("format_rate", "accuracy", "au_f1")})

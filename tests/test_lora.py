@@ -1,14 +1,17 @@
-"""LoRA checkpoints are usable by every later stage: a LoRA stage saves its adapter merged into
-its base (the adapter kept beside it), a folder holding only an adapter (a TRL checkpoint-N)
-loads onto its base, and a second LoRA stage trains a new adapter on the merged model."""
+"""LoRA checkpoints: a LoRA stage saves its adapter (only the trained one: no `ref/` copy), with a
+record of the chain of checkpoints it descends from; the folder loads anywhere as that chain with
+the adapter merged in; `merge` (its own process step) turns it into one plain checkpoint, the
+adapters of the whole chain included; a full run into the same folder drops the LoRA files."""
 
 import json
 
 import matplotlib.cbook
+import pytest
 import torch
 
-from facial_r1 import evaluate, grpo, models, sft
+from facial_r1 import checkpoints, evaluate, grpo, sft
 from facial_r1.analyze import analyze
+from facial_r1.errors import FacialR1Error
 
 PHOTO = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
 
@@ -19,55 +22,114 @@ def _logits(model, processor):
         return model(**ids).logits
 
 
-def test_lora_sft_then_lora_grpo_then_eval_and_analyze(tiny_model, synfacs_small, tmp_path):
-    data = {"data_paths": [str(synfacs_small / "train.jsonl")], "image_folders": [str(synfacs_small)]}
-    sft_out = sft.main("configs/sft/tiny-cpu.yaml", {
-        "model": str(tiny_model), **data, "output_dir": str(tmp_path / "sft"), "max_steps": 3, "lora": {"r": 8},
-        "vision_warmup_steps": 0, "instruct_warmup_steps": 0, "save_strategy": "steps", "save_steps": 2})
-    # the stage's checkpoint is a whole model, the adapter merged in and kept beside it
-    assert (sft_out / "config.json").is_file() and (sft_out / "adapter" / "adapter_config.json").is_file()
-    assert not (sft_out / "adapter_config.json").is_file()
-    record = json.loads((sft_out / models.LORA_RECORD).read_text())
-    assert record["merged"] and record["base"] == str(tiny_model) and record["r"] == 8
+def _plain(path):
+    """A checkpoint loaded by transformers and PEFT directly, not through facial-r1's loader."""
+    from transformers import AutoModelForImageTextToText
 
-    # merged = base + adapter, and the adapter learned something
+    return AutoModelForImageTextToText.from_pretrained(str(path))
+
+
+def _data(synfacs_small):
+    return {"data_paths": [str(synfacs_small / "train.jsonl")], "image_folders": [str(synfacs_small)]}
+
+
+def test_lora_sft_then_lora_grpo_from_the_adapter_folder_then_merge(guided_model, synfacs_small, tmp_path):
+    """The chain: LoRA SFT leaves an adapter folder (not merged); LoRA GRPO starts from that folder;
+    merging GRPO's folder gives base + adapter 1 + adapter 2 (PEFT records the raw base as the second
+    adapter's base, so a merge that followed PEFT's record would drop adapter 1). The base writes
+    the format, so GRPO's rewards spread and its adapter learns."""
     from peft import PeftModel
 
-    base, processor = models.load(str(tiny_model))
-    reference = _logits(base, processor)
-    with_adapter = _logits(PeftModel.from_pretrained(base, str(sft_out / "adapter")), processor)
-    merged, _ = models.load(str(sft_out))
-    assert not torch.allclose(with_adapter, reference)
-    assert torch.allclose(_logits(merged, processor), with_adapter, atol=1e-5)
-    # a mid-run checkpoint holds only the adapter: it loads onto its base, merged
+    tiny_model = guided_model
+    sft_out = sft.main("configs/sft/tiny-cpu.yaml", {
+        "model": str(tiny_model), **_data(synfacs_small), "output_dir": str(tmp_path / "sft"), "max_steps": 3,
+        "lora": {"r": 8}, "miniature": None, "learning_rate": 0.01, "warmup_steps": 0, "save_strategy": "steps",
+        "save_steps": 2})
+    # the stage's folder holds the adapter only (no stale full weights) and the record of its start
+    assert (sft_out / checkpoints.ADAPTER_CONFIG).is_file() and not (sft_out / "config.json").is_file()
+    record = json.loads((sft_out / checkpoints.LORA_RECORD).read_text())
+    assert record == {"merged": False, "start": str(tiny_model), "chain": [str(tiny_model)], "dtype": "float32"}
+    # a mid-run TRL checkpoint holds only the adapter: it loads onto its base, merged
     [checkpoint] = (tmp_path / "sft").glob("checkpoint-*")
-    assert (checkpoint / models.ADAPTER_CONFIG).is_file() and not (checkpoint / "config.json").is_file()
-    mid, _ = models.load(str(checkpoint))
+    mid, _ = checkpoints.load(str(checkpoint))
     assert not any("lora_" in n for n, _ in mid.named_parameters())
-    # asking for LoRA again puts one new adapter on the merged model, not a second one on the first
-    again, _ = models.load(str(sft_out), lora={"r": 4})
-    assert {n.split("lora_A.")[1] for n, _ in again.named_parameters() if "lora_A." in n} == {"default.weight"}
 
     grpo_out = grpo.main("configs/grpo/tiny-cpu.yaml", {
-        "model": str(sft_out), **data, "output_dir": str(tmp_path / "grpo"), "max_steps": 2, "lora": {"r": 8},
-        "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 16, "save_strategy": "no"})
-    assert json.loads((grpo_out / models.LORA_RECORD).read_text())["base"] == str(sft_out)
-    assert json.loads((grpo_out / "trainer_state.json").read_text())["global_step"] == 2
+        "model": str(sft_out), **_data(synfacs_small), "output_dir": str(tmp_path / "grpo"), "max_steps": 2,
+        "lora": {"r": 8}, "learning_rate": 0.01, "per_device_train_batch_size": 4, "num_generations": 2,
+        "max_completion_length": 64, "temperature": 1.2, "save_strategy": "no", "beta": 0.04, "miniature": None})
+    assert not (grpo_out / "ref").exists()  # TRL's frozen reference copy of the adapter is not saved
+    record = json.loads((grpo_out / checkpoints.LORA_RECORD).read_text())
+    assert record["start"] == str(sft_out) and record["chain"] == [str(tiny_model), str(sft_out)]
+    assert json.loads((grpo_out / checkpoints.ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == str(sft_out)
+
+    unmerged, processor = checkpoints.load(str(grpo_out))  # the adapter folder loads down its chain
+    checkpoints.merge(grpo_out)
+    merged, _ = checkpoints.load(str(grpo_out))
+    assert json.loads((grpo_out / checkpoints.LORA_RECORD).read_text())["merged"]
+    assert (grpo_out / "adapter" / checkpoints.ADAPTER_CONFIG).is_file() and (grpo_out / "config.json").is_file()
+
+    first = PeftModel.from_pretrained(_plain(tiny_model), str(sft_out)).merge_and_unload()
+    after_first = _logits(first, processor)
+    reference = PeftModel.from_pretrained(first, str(grpo_out / "adapter"))  # base + adapter 1 + adapter 2 (in place)
+    want = _logits(reference, processor)
+    assert torch.allclose(_logits(merged, processor), want, atol=1e-4)
+    assert torch.allclose(_logits(unmerged, processor), want, atol=1e-4)
+    assert not torch.allclose(after_first, want, atol=1e-3)  # adapter 2 learned something
+    only_second = PeftModel.from_pretrained(_plain(tiny_model), str(grpo_out / "adapter"))
+    assert not torch.allclose(_logits(only_second, processor), want, atol=1e-3)  # adapter 1 matters too
 
     metrics = evaluate.main(str(grpo_out), str(synfacs_small / "test.jsonl"), [str(synfacs_small)], "synfacs",
                             str(tmp_path / "eval"), max_new_tokens=8)
     assert metrics["n_scored"] == 12
-    rows = list(analyze([PHOTO], backend="vlm", model=str(grpo_out), batch_size=1, max_new_tokens=8))
-    assert len(rows) == 1 and rows[0]["box"] and isinstance(rows[0]["reasoning"], str)
+    rows = list(analyze([PHOTO], backend="vlm", model=str(sft_out), batch_size=1, max_new_tokens=8))
+    assert len(rows) == 1 and rows[0]["box"] and isinstance(rows[0]["reasoning"], str)  # an adapter folder serves
 
 
-def test_a_full_run_after_a_lora_run_in_the_same_folder_drops_the_lora_record(tiny_model, synfacs_small, tmp_path):
-    base = {"model": str(tiny_model), "data_paths": [str(synfacs_small / "train.jsonl")],
-            "image_folders": [str(synfacs_small)], "output_dir": str(tmp_path / "sft"), "max_steps": 1,
-            "vision_warmup_steps": 0, "instruct_warmup_steps": 0, "save_strategy": "no"}
+def test_asking_for_lora_on_a_merged_model_puts_one_new_adapter(tiny_model, synfacs_small, tmp_path):
+    out = sft.main("configs/sft/tiny-cpu.yaml", {
+        "model": str(tiny_model), **_data(synfacs_small), "output_dir": str(tmp_path / "sft"), "max_steps": 1,
+        "lora": {"r": 4}, "miniature": None, "save_strategy": "no"})
+    checkpoints.merge(out)
+    again, _ = checkpoints.load(str(out), lora={"r": 4})
+    assert {n.split("lora_A.")[1] for n, _ in again.named_parameters() if "lora_A." in n} == {"default.weight"}
+    with pytest.raises(FacialR1Error, match="neither a model"):
+        checkpoints.merge(tmp_path)
+
+
+def test_a_full_run_and_a_lora_run_in_the_same_folder_leave_only_their_own_files(tiny_model, synfacs_small,
+                                                                                  tmp_path):
+    base = {"model": str(tiny_model), **_data(synfacs_small), "output_dir": str(tmp_path / "sft"), "max_steps": 1,
+            "miniature": None, "save_strategy": "no"}
     out = sft.main("configs/sft/tiny-cpu.yaml", {**base, "lora": {"r": 4}})
-    assert (out / models.LORA_RECORD).is_file()
+    checkpoints.merge(out)
+    assert (out / checkpoints.LORA_RECORD).is_file() and (out / "adapter").is_dir()
     out = sft.main("configs/sft/tiny-cpu.yaml", base)  # full fine-tuning into the same folder
-    assert not (out / models.LORA_RECORD).is_file() and not (out / models.ADAPTER_CONFIG).is_file()
+    assert not (out / checkpoints.LORA_RECORD).is_file() and not (out / checkpoints.ADAPTER_CONFIG).is_file()
+    assert not (out / "adapter").exists() and (out / "model.safetensors").is_file()
     out = sft.main("configs/sft/tiny-cpu.yaml", {**base, "lora": {"r": 4}})  # and LoRA again over a full model
-    assert json.loads((out / models.LORA_RECORD).read_text())["base"] == str(tiny_model)
+    assert not (out / "config.json").is_file() and not (out / "model.safetensors").is_file()  # read as an adapter
+    assert json.loads((out / checkpoints.LORA_RECORD).read_text())["start"] == str(tiny_model)
+
+
+def test_merge_writes_a_zero3_save_in_the_standard_layout(tiny_model, tmp_path):
+    """A ZeRO-3 save writes the language model as `model.model.*` (what transformers reverts its
+    load-time renaming to under ZeRO-3), which vLLM cannot map. Here such a file is made by renaming
+    the tiny model's keys; `merge` rewrites it as a plain save would, with the same weights."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "zero3"
+    shutil.copytree(tiny_model, folder)
+    weights = load_file(folder / "model.safetensors")
+    save_file({k.replace("model.", "model.model.", 1) if k.startswith("model.") else k: v for k, v in weights.items()},
+              folder / "model.safetensors", metadata={"format": "pt"})
+    before, processor = checkpoints.load(str(folder))
+    checkpoints.merge(folder)
+    again = load_file(folder / "model.safetensors")
+    assert set(again) == set(weights)  # the plain layout: model.layers.*, visual.*, lm_head.*
+    after, _ = checkpoints.load(str(folder))
+    assert torch.equal(_logits(after, processor), _logits(before, processor))
+    reference, _ = checkpoints.load(str(tiny_model))
+    assert torch.equal(_logits(after, processor), _logits(reference, processor))  # transformers read it right

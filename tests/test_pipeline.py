@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from facial_r1 import pipeline, synthesize
+from facial_r1 import pipeline, report, synthesize
 from facial_r1.data.schema import read_jsonl
 from facial_r1.errors import FacialR1Error
 
@@ -17,12 +17,12 @@ def test_report_tables_and_plot(tmp_path):
     diffs = [{"stage": "+ GRPO", "vs": "SFT", "au_f1": [0.1, 0.02, 0.18], "accuracy": [0.05, -0.01, 0.1],
               "rouge_l": [0.0, 0.0, 0.0], "format_rate": [-0.1, -0.15, -0.05]}]
     result = {"rows": rows, "diffs": diffs, "n_faces": 600, "bootstrap": 1000}
-    table = pipeline.report_table(result)
+    table = report.report_table(result)
     assert "| SFT | 50.0 [45.0, 55.0] | 25.0 [20.0, 30.0] | 40.0 [38.0, 42.0] | 100.0 [100.0, 100.0] |" in table
     assert "| round 1: nothing kept, stopped | - | - | - | - |" in table
-    assert "| + GRPO | SFT | +10.0 [+2.0, +18.0] | +5.0 [-1.0, +10.0] |" in pipeline.diff_table(result)
+    assert "| + GRPO | SFT | +10.0 [+2.0, +18.0] | +5.0 [-1.0, +10.0] |" in report.diff_table(result)
     seen = [("SFT", "300 seed faces", "reasoning")]
-    pipeline.write_report(tmp_path, result, seen, {"sft": 10.0}, 12.0, 250.0)
+    report.write_report(tmp_path, result, seen, {"sft": 10.0}, 12.0, 250.0)
     assert (tmp_path / "metrics.png").stat().st_size > 1000
     text = (tmp_path / "report.md").read_text()
     assert "| **total** | **12** |" in text and "| SFT | 300 seed faces | reasoning |" in text
@@ -32,16 +32,20 @@ def test_report_tables_and_plot(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     ({"roundz": 2}, r"unknown key\(s\) \['roundz'\]"),  # a typo at the top level
     ({"synthesis": {"atempts": 2}}, r"synthesis: .*unexpected keyword argument 'atempts'"),  # caught before SFT
+    ({"grpo": {"num_generations": 3}}, r"grpo: pipeline key grpo.num_generations 3: .*divisible by num_generations"),
+    ({"round_grpo": {"max_steps": 1, "bogus": 1}}, r"round1 grpo: pipeline key round_grpo.bogus: unknown key"),
+    ({"sft": {"save_strategy": "sometimes"}}, r"sft: pipeline key sft.save_strategy 'sometimes'"),
+    ({"grpo": {"max_steps": 2, "miniature": {"vision_warmup_steps": 3}}}, r"grpo: miniature: warm-starts belong"),
     ({"synthesis": {"qc": {"au_f1": 0.5}}}, r"synthesis: .*unexpected keyword argument 'au_f1'"),
     ({"synthesis": {"engine": "sglang"}}, "unknown engine 'sglang'"),
     # budgets in steps: missing, zero, negative or not a whole number, named by key
-    ({"sft": {"max_steps": 0}}, r"sft.max_steps must be a positive integer, got 0"),
-    ({"grpo": {"max_steps": -5}}, r"grpo.max_steps must be a positive integer, got -5"),
-    ({"round_sft": {"max_steps": 2.5}}, r"round_sft.max_steps must be a positive integer, got 2.5"),
-    ({"grpo": {"max_steps": None}}, r"grpo.max_steps is missing"),
-    ({"round_grpo": {"max_steps": None}}, r"round_grpo.max_steps is missing"),
-    ({"sft": {"max_steps": 5, "vision_warmup_steps": -1}}, r"sft.vision_warmup_steps must be an integer >= 0"),
-    ({"sft": {"max_steps": 5, "instruct_warmup_steps": 1.5}}, r"sft.instruct_warmup_steps must be an integer >= 0"),
+    ({"sft": {"max_steps": 0}}, r"sft: max_steps must be a positive integer, got 0"),
+    ({"grpo": {"max_steps": -5}}, r"grpo: max_steps must be a positive integer, got -5"),
+    ({"round_sft": {"max_steps": 2.5}}, r"round1 sft: max_steps must be a positive integer, got 2.5"),
+    ({"grpo": {"max_steps": None}}, r"grpo: max_steps is missing"),
+    ({"round_grpo": {"max_steps": None}}, r"round1 grpo: max_steps is missing"),
+    ({"sft": {"max_steps": 5, "miniature": {"vision_warmup_steps": -1}}}, r"sft: miniature.vision_warmup_steps must be an integer >= 0"),
+    ({"sft": {"max_steps": 5, "miniature": {"instruct_warmup_steps": 1.5}}}, r"sft: miniature.instruct_warmup_steps must be an integer >= 0"),
     # seeds are integers
     ({"seed": "one"}, r"seed must be an integer, got 'one'"),
     ({"seed": 1.5}, r"seed must be an integer, got 1.5"),
@@ -53,18 +57,12 @@ def test_bad_settings_fail_before_any_stage(tmp_path, overrides, message):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("path", ["configs/pipeline/tiny-cpu.yaml", "configs/pipeline/qwen2.5-vl-7b.yaml"])
-def test_shipped_pipeline_configs_parse(path):
-    p, settings = pipeline.read_pipeline(path, {})
-    assert p.rounds >= 1 and settings.attempts >= 1 and settings.engine in ("auto", "hf")
-
-
 def stub_generator(*args, **kwargs):
     """A stand-in for the model in synthesis only: it writes the analysis the guided prompt
     asks for, so QC keeps rows and the round's retraining branch runs (a 3-step model keeps none)."""
     calls = []
 
-    def generate(images, prompts, max_new_tokens, do_sample=False, temperature=1.0):
+    def generate(images, prompts, max_new_tokens, do_sample=False, temperature=1.0, seed=None):
         out = []
         calls.append(len(prompts))
         for i, p in enumerate(prompts):
@@ -81,7 +79,7 @@ def stub_generator(*args, **kwargs):
 
 REDUCED = {
     "synfacs": {"n": 90, "seed": 3, "test_fraction": 0.33, "reasoning_fraction": 0.4},
-    "sft": {"max_steps": 3, "vision_warmup_steps": 2, "vision_warmup_faces": 16, "instruct_warmup_steps": 2,
+    "sft": {"max_steps": 3, "miniature": {"vision_warmup_steps": 2, "vision_warmup_faces": 16, "instruct_warmup_steps": 2},
             "save_strategy": "no"},
     "grpo": {"max_steps": 2, "max_completion_length": 24, "save_strategy": "no"},
     "round_sft": {"max_steps": 2, "save_strategy": "no"},
@@ -96,7 +94,7 @@ def test_reduced_pipeline_twice_gives_the_same_numbers(tmp_path, monkeypatch, ca
     """Budgets in steps: two runs of the same config give identical metrics rows; every row has
     a CI, each stage its paired difference, the control trained as many steps as GRPO."""
     monkeypatch.setattr(synthesize, "_generator", stub_generator)
-    caplog.set_level("INFO", logger="facial_r1.sft")
+    caplog.set_level("INFO", logger="facial_r1")
     results = []
     for name in ("a", "b"):
         report = pipeline.main("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path / name), **REDUCED})
@@ -153,12 +151,13 @@ def test_a_rerun_with_changed_settings_never_reuses_stale_rows(tmp_path, monkeyp
 
 
 def test_changed_synfacs_settings_render_anew(tmp_path):
-    p, _ = pipeline.read_pipeline("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path), **REDUCED})
-    first = pipeline._data(p, tmp_path)
-    ids = [s["id"] for s in read_jsonl(first[2])]
+    p = pipeline.read_pipeline("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path), **REDUCED})
+    pipeline._make_data(p, tmp_path)
+    test = tmp_path / "synfacs" / "test.jsonl"
+    ids = [s["id"] for s in read_jsonl(test)]
     p.synfacs = {**p.synfacs, "seed": 4}
-    pipeline._data(p, tmp_path)
-    assert [s["id"] for s in read_jsonl(first[2])] != ids  # not the stale faces of seed 3
+    pipeline._make_data(p, tmp_path)
+    assert [s["id"] for s in read_jsonl(test)] != ids  # not the stale faces of seed 3
 
 
 def _stage_results(run):
@@ -184,8 +183,9 @@ def test_stages_in_fresh_processes_give_the_numbers_of_inline(tmp_path):
                            "05-grpo.result.json", "06-eval.result.json", "07-synthesize.result.json"]
     pids = [r["pid"] for r in fresh.values()]
     assert len(set(pids)) == len(pids) and os.getpid() not in pids  # every stage in a process of its own
-    assert not _stage_results(tmp_path / "inline")  # inline stages leave only their specs
-    assert len(list((tmp_path / "inline" / "stages").glob("*.json"))) == 7
+    inline = _stage_results(tmp_path / "inline")  # inline stages leave their records too (for --resume)
+    assert list(inline) == list(fresh) and {r["pid"] for r in inline.values()} == {os.getpid()}
+    assert all(r["fingerprint"] for r in [*inline.values(), *fresh.values()])  # each carries its inputs' stamp
 
 
 @pytest.mark.slow
@@ -199,7 +199,7 @@ def test_pipeline_under_two_processes(guided_model, synfacs_small, tmp_path):
     pipeline.main("configs/pipeline/tiny-cpu.yaml", {
         **REDUCED, "run_dir": str(run), "model": str(guided_model), "control": False, "rounds": 1,
         "synfacs": {"n": 60, "seed": 1, "test_fraction": 0.2, "reasoning_fraction": 0.5},  # synfacs_small's faces
-        "sft": {"max_steps": 2, "vision_warmup_steps": 0, "instruct_warmup_steps": 0, "save_strategy": "no"},
+        "sft": {"max_steps": 2, "miniature": {"vision_warmup_steps": 0, "instruct_warmup_steps": 0}, "save_strategy": "no"},
         "synthesis": {"attempts": 1, "max_new_tokens": 96, "batch_size": 8},
         "launcher": f"{sys.executable} -m torch.distributed.run --nproc_per_node 2"})
     results = _stage_results(run)
@@ -234,3 +234,51 @@ def test_a_launcher_clears_an_earlier_runs_stage_records(tmp_path):
     (tmp_path / "stages" / "09-eval.result.json").write_text("{}")  # left by a longer earlier run
     pipeline.Launcher("inline", tmp_path / "stages")
     assert not list((tmp_path / "stages").iterdir())
+
+
+@pytest.mark.slow
+def test_a_pipeline_killed_in_round_2_resumes_where_it_stopped(guided_model, tmp_path):
+    """Kill the pipeline (SIGKILL) while round 2 trains, then `--resume`: every stage whose result
+    matches its inputs is reused (not run again), the rest run, and the numbers are those of an
+    uninterrupted run to the digit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    small = {**REDUCED, "model": str(guided_model), "control": False, "rounds": 2, "launcher": "inline",
+             "synfacs": {"n": 60, "seed": 1, "test_fraction": 0.2, "reasoning_fraction": 0.5},
+             "sft": {"max_steps": 2, "miniature": {"vision_warmup_steps": 0, "instruct_warmup_steps": 0},
+                     "save_strategy": "no"},
+             "synthesis": {"attempts": 1, "max_new_tokens": 96, "batch_size": 8}}
+    whole = pipeline.main("configs/pipeline/tiny-cpu.yaml", {**small, "run_dir": str(tmp_path / "whole")})
+    want = json.loads((whole.parent / "metrics.json").read_text())
+
+    run = tmp_path / "killed"
+    args = [f"--{k}={json.dumps(v)}" for k, v in {**small, "run_dir": str(run)}.items()]
+    command = [sys.executable, "-m", "facial_r1.cli", "pipeline", "--config", "configs/pipeline/tiny-cpu.yaml", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    round2_sft = run / "stages" / "10-sft.json"  # 01-08: SFT, eval, GRPO, eval, round 1; 09: round 2's synthesis
+    deadline = time.monotonic() + 600
+    while not round2_sft.is_file():
+        assert proc.poll() is None, "the run ended before round 2"
+        assert time.monotonic() < deadline, "round 2 did not start within 600 s"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "metrics.json").exists()
+    before = _stage_results(run)
+    assert len(before) == 9 and not (run / "stages" / "10-sft.result.json").exists()
+
+    done = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed: 9 stage(s) reused" in done.stderr
+    after = _stage_results(run)
+    assert {k: after[k] for k in before} == before  # the first nine were not run again
+    assert len(after) == 12 and len({r["pid"] for k, r in after.items() if k not in before}) == 1
+    got = json.loads((run / "metrics.json").read_text())
+    assert got["rows"] == want["rows"] and got["diffs"] == want["diffs"]
+    assert [r["stage"] for r in got["rows"]][-1].startswith("+ round 2 (")

@@ -42,9 +42,11 @@ def test_guided_prompt_carries_truth_and_faults(style, feedback):
 def test_grpo_guided_fraction_mixes_in_the_guided_prompt(synfacs_small):
     from facial_r1.data.schema import read_samples_with_images
     from facial_r1.grpo import grpo_dataset
+    from facial_r1.miniature import Miniature
 
     samples, _ = read_samples_with_images(synfacs_small / "train.jsonl", [synfacs_small])
-    texts = lambda g: [r["prompt"][0]["content"][1]["text"] for r in grpo_dataset(samples, "question", g, seed=0)]
+    texts = lambda g: [r["prompt"][0]["content"][1]["text"]  # noqa: E731
+                       for r in grpo_dataset(samples, "question", Miniature(guided_fraction=g), seed=0)]
     assert not any("Action Units:" in t for t in texts(0.0))
     assert all("Action Units:" in t for t in texts(1.0))
     half = texts(0.5)
@@ -54,7 +56,7 @@ def test_grpo_guided_fraction_mixes_in_the_guided_prompt(synfacs_small):
 def test_tiny_template_drops_only_the_default_system_turn():
     from trl.chat_template_utils import qwen2_5_vl_chat_template
 
-    from facial_r1.models import without_default_system
+    from facial_r1.tiny import without_default_system
 
     out = without_default_system(qwen2_5_vl_chat_template)
     assert "You are a helpful assistant." not in out

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from facial_r1 import evaluate, stats
+from facial_r1.scoring import corpus_metrics, score_table
 
 
 def sample(i, aus, label):
@@ -26,7 +27,7 @@ def direct(samples, completions):
 
 
 def test_full_sample_value_equals_evaluate_score():
-    ci = stats.bootstrap(stats.face_table(SAMPLES, A, "synfacs"), n=50, seed=0)
+    ci = stats.bootstrap(score_table(SAMPLES, A, "synfacs"), n=50, seed=0)
     for k, v in direct(SAMPLES, A).items():
         assert ci[k][0] == pytest.approx(v), k
         assert ci[k][1] <= ci[k][2]
@@ -35,9 +36,9 @@ def test_full_sample_value_equals_evaluate_score():
 
 
 def test_each_resample_equals_score_of_the_resampled_faces():
-    faces = stats.face_table(SAMPLES, A, "synfacs")
+    faces = score_table(SAMPLES, A, "synfacs")
     weights = stats.resample_weights(len(SAMPLES), n=20, seed=3)
-    got = stats.corpus_metrics(faces, weights)
+    got = corpus_metrics(faces, weights)
     for r, w in enumerate(weights):
         idx = [i for i, c in enumerate(w.astype(int)) for _ in range(c)]  # face i drawn c times
         want = direct([SAMPLES[i] for i in idx], [A[i] for i in idx])
@@ -46,25 +47,79 @@ def test_each_resample_equals_score_of_the_resampled_faces():
 
 
 def test_percentile_bounds_are_those_of_the_resample_distribution():
-    faces = stats.face_table(SAMPLES, A, "synfacs")
-    boot = stats.corpus_metrics(faces, stats.resample_weights(5, 400, seed=7))
+    faces = score_table(SAMPLES, A, "synfacs")
+    boot = corpus_metrics(faces, stats.resample_weights(5, 400, seed=7))
     ci = stats.bootstrap(faces, n=400, seed=7)
     assert ci["accuracy"][1:] == pytest.approx(list(np.percentile(boot["accuracy"], [2.5, 97.5])))
 
 
 def test_paired_difference_resamples_the_same_faces():
-    fa, fb = stats.face_table(SAMPLES, A, "synfacs"), stats.face_table(SAMPLES, B, "synfacs")
+    fa, fb = score_table(SAMPLES, A, "synfacs"), score_table(SAMPLES, B, "synfacs")
     d = stats.paired_difference(fa, fa, n=200, seed=0)
     assert all(d[k] == [0.0, 0.0, 0.0] for k in stats.METRICS)  # same model: zero on every resample
     d = stats.paired_difference(fb, fa, n=200, seed=0)
     assert d["accuracy"][0] == pytest.approx(direct(SAMPLES, B)["accuracy"] - 0.6)
     weights = stats.resample_weights(5, 200, seed=0)
-    want = stats.corpus_metrics(fb, weights)["au_f1"] - stats.corpus_metrics(fa, weights)["au_f1"]
+    want = corpus_metrics(fb, weights)["au_f1"] - corpus_metrics(fa, weights)["au_f1"]
     assert d["au_f1"][1:] == pytest.approx(list(np.percentile(want, [2.5, 97.5])))
 
 
 def test_paired_difference_refuses_other_faces():
-    fa = stats.face_table(SAMPLES, A, "synfacs")
-    fb = stats.face_table(SAMPLES[::-1], A[::-1], "synfacs")
+    fa = score_table(SAMPLES, A, "synfacs")
+    fb = score_table(SAMPLES[::-1], A[::-1], "synfacs")
     with pytest.raises(ValueError, match="same faces"):
         stats.paired_difference(fb, fa)
+
+
+# A partly labelled test set, as real benchmark files are: one row per kind of gap.
+PARTIAL = [
+    sample(0, ["AU1", "AU2"], "Surprise"),                                    # fully labelled
+    {**sample(1, ["AU4"], "Anger"), "AUs": None},                             # no AU labels (an emotion-only set)
+    {**sample(2, ["AU12"], "Happiness"), "labels": []},                       # no emotion label (an AU-only set)
+    {**sample(3, ["AU1", "AU4", "AU15"], "Sadness"), "description": ""},      # no reference reasoning
+    {**sample(4, ["AU12", "AU6"], "Happiness"), "labels": ["Contempt"]},      # a label outside the 7-class protocol
+]
+PARTIAL_PRED = [
+    "<think>(AU1) (AU2)</think><answer>Surprise</answer>",
+    "<think>(AU4)</think><answer>Anger</answer>",
+    "<think>(AU12)</think><answer>Happiness</answer>",
+    "<think>(AU1) (AU4)</think><answer>Fear</answer>",
+    "<think>(AU12) (AU6)</think><answer>Contempt</answer>",
+]
+
+
+@pytest.mark.parametrize("protocol, expected", [
+    # AU rows 0, 2, 3, 4 (row 1 has none): per-AU F1 over AU1 1, AU2 1, AU4 1, AU6 1, AU12 1, AU15 0 -> 5/6;
+    # emotion rows 0, 1, 3, 4 (row 2 has no label): 3 of 4 right (row 3 answers Fear) -> 0.75; ROUGE all but 3
+    ("fea", {"au_f1": 5 / 6, "accuracy": 0.75, "format_rate": 1.0}),
+    # the 7-class protocol drops row 4's Contempt from accuracy: rows 0, 1, 3 -> 2 of 3
+    ("affectnet7", {"au_f1": None, "accuracy": 2 / 3, "format_rate": 1.0}),
+    # an AU-only protocol scores no emotion
+    ("disfa", {"accuracy": None, "format_rate": 1.0}),
+])
+def test_a_partly_labelled_test_set_scores_each_task_on_its_rows(protocol, expected):
+    table = score_table(PARTIAL, PARTIAL_PRED, protocol)
+    ci = stats.bootstrap(table, n=200, seed=0)
+    metrics = evaluate.score(PARTIAL, PARTIAL_PRED, protocol)
+    for key, want in expected.items():
+        if want is None:
+            assert ci[key] is None and key not in metrics, key
+        else:
+            assert ci[key][0] == pytest.approx(want) and metrics[key] == pytest.approx(want), key
+            assert ci[key][1] <= ci[key][0] <= ci[key][2]
+    assert ci["rouge_l"][0] == pytest.approx(metrics["rouge_l"])  # both over the 4 rows with a description
+    assert metrics["n_description"] == 4
+    if protocol == "affectnet7":
+        assert metrics["label_outside_protocol"] == 1 and metrics["n_emotion"] == 3
+
+
+def test_the_pipeline_report_takes_a_partly_labelled_test_set(tmp_path):
+    from facial_r1 import report
+
+    a, b = score_table(PARTIAL, PARTIAL_PRED, "fea"), score_table(PARTIAL, B, "fea")
+    rows = [(report.Row(report.Role.SFT, "SFT"), a), (report.Row(report.Role.GRPO, "+ GRPO"), b)]
+    result = report.summarize(rows, 100, 0)
+    assert [r["stage"] for r in result["rows"]] == ["SFT", "+ GRPO"]
+    assert result["rows"][0]["accuracy"][0] == pytest.approx(0.75)
+    report.write_report(tmp_path, result, [], {}, 1.0, 1.0)
+    assert "| SFT | 83.3 [" in (tmp_path / "report.md").read_text()

@@ -219,7 +219,7 @@ def test_two_processes_share_the_work(guided_model, synfacs_small, tmp_path):
     ("sglang", 1, True, True, "unknown engine 'sglang'"),
 ])
 def test_engine_choice(requested, processes, vllm_installed, cuda, expected):
-    from facial_r1.models import resolve_engine
+    from facial_r1.generation import resolve_engine
 
     if expected in ("hf", "vllm"):
         assert resolve_engine(requested, processes, vllm_installed, cuda) == expected
@@ -292,7 +292,7 @@ def test_the_first_attempt_is_greedy_unless_sample_first(tmp_path, sample_first,
     sampled = [GOOD, GOOD.replace("The inner brows rise", "Here the inner ends of the brows go up")]
     seen = []
 
-    def generate(images, prompts, max_new_tokens, do_sample, temperature):
+    def generate(images, prompts, max_new_tokens, do_sample, temperature, seed=None):
         seen.append(do_sample)
         return sampled[-len(prompts):] if do_sample else [GOOD] * len(prompts)
 
@@ -300,3 +300,48 @@ def test_the_first_attempt_is_greedy_unless_sample_first(tmp_path, sample_first,
     records = synthesize.synthesize_batch(generate, batch, settings, Dedup(0.9), "question", "stub")
     assert seen == calls
     assert [r["attempts"] for r in records] == kept and all(r["kept"] for r in records)
+
+
+def test_vllm_sampling_is_seeded(tiny_model, monkeypatch):
+    """vLLM cannot install beside the CPU torch: a stand-in module records what the engine is asked.
+    A sampled call carries its seed into SamplingParams, a greedy one none; synthesis seeds each
+    sampled attempt by its batch and attempt, so a rerun draws the same texts on either engine."""
+    import sys
+    import types
+
+    from facial_r1 import checkpoints, generation
+
+    asked = []
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            asked.append(kwargs)
+
+    class LLM:
+        def __init__(self, model, **kwargs):
+            self.model = model
+
+        def generate(self, inputs, params, use_tqdm=False):
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="x")]) for _ in inputs]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    run = generation.vllm_generator(str(tiny_model), checkpoints.load_processor(str(tiny_model)))
+    from PIL import Image
+
+    face = Image.new("RGB", (32, 32))
+    run([face], ["p"], 8, do_sample=True, temperature=0.8, seed=7)
+    run([face], ["p"], 8, do_sample=False, seed=7)
+    assert [(a["seed"], a["temperature"]) for a in asked] == [(7, 0.8), (None, 0.0)]
+
+    seeds = []
+
+    def generate(images, prompts, max_new_tokens, do_sample, temperature, seed=None):
+        seeds.append(seed)
+        return ["no"] * len(prompts)
+
+    batch = [{**SAD, "id": "a", "question": "q", "image_path": None}]
+    monkeypatch.setattr(synthesize, "load_image", lambda path, sid: face)
+    settings = synthesize.Synthesis(attempts=2, sample_first=True, seed=3)
+    synthesize.synthesize_batch(generate, batch, settings, Dedup(0.9), "question", "stub")
+    synthesize.synthesize_batch(generate, batch, settings, Dedup(0.9), "question", "stub")
+    assert seeds[:2] == seeds[2:] and seeds[0] != seeds[1]  # per attempt, the same on a rerun

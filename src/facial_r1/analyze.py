@@ -92,7 +92,7 @@ class FaceAnalyser:
         return results
 
     def _describe(self, crops: list) -> None:
-        from facial_r1.models import generate
+        from facial_r1.generation import generate
         from facial_r1.prompts import analysis_prompt
 
         net, processor, style = self.vlm
@@ -170,8 +170,8 @@ def _crop(image, box, margin: float = 0.15):
 
 
 def _load_vlm(model: str):
-    from facial_r1 import models
+    from facial_r1 import checkpoints, generation
 
-    net, processor = models.load(model)
-    net.to(models.process_state().device)  # the GPU when there is one
-    return net, processor, models.read_prompt_settings(model)["prompt"]
+    net, processor = checkpoints.load(model)
+    net.to(generation.process_state().device)  # the GPU when there is one
+    return net, processor, checkpoints.read_prompt_settings(model)["prompt"]

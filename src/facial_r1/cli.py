@@ -59,10 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
         st = sub.add_parser(name, help=helptext, description=helptext + ". Extra --key value pairs override the config.")
         st.add_argument("--config", required=True)
         st.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+        st.add_argument("--check", action="store_true", help="only the preflight: resolve and check the config")
+        st.add_argument("--gpu-memory-gib", type=float, help="judge the memory fit against GPUs of this size")
 
     pl = sub.add_parser("pipeline", help="the whole method end to end (data, SFT, GRPO, synthesis rounds, eval)",
                         description="Run every stage; extra --key value pairs override the pipeline config.")
     pl.add_argument("--config", required=True)
+    pl.add_argument("--check", action="store_true",
+                    help="only the preflight: resolve every stage's config and report every problem (also run "
+                         "before every pipeline)")
+    pl.add_argument("--resume", action="store_true",
+                    help="reuse every stage whose result matches its inputs' fingerprint; run the rest")
+    pl.add_argument("--gpu-memory-gib", type=float,
+                    help="judge the memory fit against GPUs of this size (default: this machine's GPU)")
+    mg = sub.add_parser("merge", help="a LoRA stage's adapter merged into its start; a ZeRO-3 save re-saved",
+                        description="Turns a training stage's folder into one plain checkpoint in the key layout "
+                                    "from_pretrained and vLLM read: a LoRA adapter is merged into the checkpoint it "
+                                    "was trained from (a chain of adapters included); a full model is re-saved. "
+                                    "Runs in one process.")
+    mg.add_argument("checkpoint")
     sg = sub.add_parser("stage", help="one pipeline stage from the spec the pipeline wrote (run_dir/stages/*.json)",
                         description="What the pipeline runs in fresh processes for each stage, under its launcher; "
                                     "the main process writes SPEC.result.json.")
@@ -165,37 +180,36 @@ def run(args, extra: list[str]) -> int:
     if args.command == "data":
         return run_data(args)
     if args.command == "model":
-        from facial_r1.models import build_tiny
+        from facial_r1.tiny import build_tiny
 
         print(build_tiny(args.out, args.size, args.seed))
         return 0
     if args.command in ("sft", "grpo"):
-        import importlib
-
-        from facial_r1.config import parse_overrides
-
-        stage = importlib.import_module(f"facial_r1.{args.command}")
-        print(stage.main(args.config, parse_overrides(extra), resume=args.resume))
-        return 0
+        return run_training(args, extra)
     if args.command == "pipeline":
         from facial_r1 import pipeline
         from facial_r1.config import parse_overrides
 
-        pipeline.main(args.config, parse_overrides(extra))
+        out = pipeline.main(args.config, parse_overrides(extra), check=args.check, resume=args.resume,
+                            gpu_memory_gib=args.gpu_memory_gib)
+        print("preflight passed" if out is None else out)
+        return 0
+    if args.command == "merge":
+        from facial_r1.checkpoints import merge
+
+        print(merge(args.checkpoint))
         return 0
     if args.command == "stage":
         from pathlib import Path
 
-        from facial_r1 import models, pipeline
+        from facial_r1 import generation, launch
 
         spec = Path(args.spec)
         if not spec.is_file():
             raise FacialR1Error(f"{spec}: stage spec not found")
-        result = pipeline.run_stage(json.loads(spec.read_text()))
-        if models.process_state().is_main_process:
-            tmp = spec.with_suffix(".result.json.tmp")
-            tmp.write_text(json.dumps(result, indent=1))
-            tmp.replace(spec.with_suffix(".result.json"))
+        result = launch.run_stage(json.loads(spec.read_text()))
+        if generation.process_state().is_main_process:
+            launch.write_result(spec, result)
         return 0
     if args.command == "synthesize":
         from facial_r1 import synthesize
@@ -233,6 +247,29 @@ def run(args, extra: list[str]) -> int:
         print(evaluate.markdown_table(metrics))
         return 0
     raise FacialR1Error(f"unknown command {args.command}")
+
+
+def run_training(args, extra: list[str]) -> int:
+    """`facial-r1 sft|grpo`: resolve the config, check it, train (unless --check)."""
+    from facial_r1 import launch, memory, preflight
+    from facial_r1.config import parse_overrides, resolve
+
+    kind = launch.Kind(args.command)
+    module = launch.training_module(kind)
+    stage = resolve(args.config, parse_overrides(extra), module.RUN_CLASS, module.TRL_CLASS, kind.value)
+    if args.check:
+        findings = preflight.Findings()
+        _, trl_args = stage.build()
+        gpu = int(args.gpu_memory_gib * memory.GIB) if args.gpu_memory_gib else memory.gpu_bytes()
+        preflight.check_stage(stage, memory.current_engine(trl_args), gpu, kind.value, findings)
+        print(findings.text())
+        return 1 if findings.errors else 0
+    result = module.train(stage, resume=args.resume)
+    print(result["model"])
+    if result["lora"]:
+        log.info("%s holds a LoRA adapter (it loads as is); `facial-r1 merge %s` makes it one plain checkpoint",
+                 result["model"], result["model"])
+    return 0
 
 
 def run_analyze(args) -> int:

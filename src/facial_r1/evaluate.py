@@ -15,32 +15,16 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from facial_r1.data.schema import ReadReport, load_image, read_samples_with_images, write_jsonl
-from facial_r1.data.synfacs import RENDERED_AUS
 from facial_r1.errors import FacialR1Error
-from facial_r1.facs import AU_SUBSETS, EMOTIONS, LABEL_ORDERS
 from facial_r1.metrics import au_metrics, emotion_metrics, rege, rouge_l
 from facial_r1.parse import parse_completion
 from facial_r1.prompts import analysis_prompt
+from facial_r1.scoring import check_protocol, full, score_table
 
 log = logging.getLogger(__name__)
-
-_ALL_AUS = AU_SUBSETS["all"]
-_SEVEN = tuple(e for e in EMOTIONS if e != "Contempt")
-# protocol -> (AU subset scored, emotion classes scored); None = that task is not scored.
-PROTOCOLS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
-    "disfa": (AU_SUBSETS["disfa"], None),
-    "bp4d": (AU_SUBSETS["bp4d"], None),
-    "rafau": (_ALL_AUS, None),
-    "faba": (AU_SUBSETS["faba"], EMOTIONS),
-    "fer2013": (None, tuple(LABEL_ORDERS["fer2013"].values())),
-    "affectnet7": (None, _SEVEN),
-    "affectnet8": (None, EMOTIONS),
-    "rafdb": (None, tuple(LABEL_ORDERS["rafdb"].values())),
-    "fea": (_ALL_AUS, EMOTIONS),
-    "synfacs": (RENDERED_AUS, EMOTIONS),
-}
-
 
 def generation_budget(given: int | None, settings: dict) -> int:
     """Eval's max_new_tokens: as given, else the completion length the checkpoint was trained to
@@ -60,7 +44,7 @@ def predict(model, processor, samples: list[dict], prompt_style: str = "full", b
     """
     from tqdm import tqdm
 
-    from facial_r1.models import generate
+    from facial_r1.generation import generate
 
     out: list[str] = []
     for i in tqdm(range(0, len(samples), batch_size), desc="generate", unit="batch", disable=len(samples) <= batch_size):
@@ -80,37 +64,36 @@ def predict(model, processor, samples: list[dict], prompt_style: str = "full", b
 
 
 def score(samples: list[dict], completions: list[str], protocol: str = "fea", stem: bool = True) -> dict:
-    """Corpus metrics of completions against the samples' AUs, labels and descriptions."""
-    if protocol not in PROTOCOLS:
-        raise FacialR1Error(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
-    au_subset, classes = PROTOCOLS[protocol]
-    parsed = [parse_completion(c) for c in completions]
-    result: dict = {"protocol": protocol, "n": len(samples),
-                    "format_rate": sum(a.format_valid for a in parsed) / max(1, len(parsed))}
-    rows = list(zip(parsed, completions, samples, strict=True))
-    if au_subset is not None:
-        au_rows = [r for r in rows if r[2]["AUs"] is not None]
-        result["n_au"] = len(au_rows)
-        if au_rows:
-            result["au"] = au_metrics([set(a.aus) for a, _, _ in au_rows], [set(s["AUs"]) for _, _, s in au_rows], au_subset)
-            result["au_f1"] = result["au"]["mean_f1"]
-    if classes is not None:
-        labelled = [r for r in rows if r[2]["labels"]]
-        emo_rows = [r for r in labelled if r[2]["labels"][0] in classes]
-        result["n_emotion"] = len(emo_rows)
-        result["label_outside_protocol"] = len(labelled) - len(emo_rows)
-        if emo_rows:
-            result["emotion"] = emotion_metrics([a.answer for a, _, _ in emo_rows], [s["labels"][0] for _, _, s in emo_rows],
-                                                classes)
-            result["accuracy"] = result["emotion"]["accuracy"]
-    refs = [(c, s["description"]) for _, c, s in rows if s["description"]]
-    if refs:
-        result["rouge_l"] = rouge_l([c for c, _ in refs], [r for _, r in refs], stem)
+    """Corpus metrics of completions against the samples' AUs, labels and descriptions, from the
+    scoring table the bootstrap also reads (scoring.py): each task on the rows it can score."""
+    table = score_table(samples, completions, protocol, stem)
+    values = full(table)
+    result: dict = {"protocol": protocol, "n": table.n, "format_rate": values["format_rate"] or 0.0}
+    if table.aus:
+        rows = np.flatnonzero(table.has_aus)
+        result["n_au"] = len(rows)
+        if len(rows):
+            result["au"] = au_metrics([set(table.parsed[i].aus) for i in rows],
+                                      [set(samples[i]["AUs"]) for i in rows], table.aus)
+            if values["au_f1"] is not None:  # None: no AU of the subset has a gold positive
+                result["au_f1"] = values["au_f1"]
+    if table.classes:
+        rows = np.flatnonzero(table.labelled)
+        result["n_emotion"] = len(rows)
+        result["label_outside_protocol"] = int(table.label_outside.sum())
+        if len(rows):
+            result["emotion"] = emotion_metrics([table.parsed[i].answer for i in rows],
+                                                [samples[i]["labels"][0] for i in rows], table.classes)
+            result["accuracy"] = values["accuracy"]
+    result["n_description"] = int(table.has_description.sum())
+    if values["rouge_l"] is not None:
+        result["rouge_l"] = values["rouge_l"]
         recognition = result.get("accuracy", result.get("au_f1"))
         if recognition is not None:
             result["rege"] = rege(recognition, result["rouge_l"])
     if protocol == "faba":
-        result.update(faba_rege(rows, au_subset, stem))
+        rows = list(zip(table.parsed, completions, samples, strict=True))
+        result.update(faba_rege(rows, table.aus, stem))
     return result
 
 
@@ -189,10 +172,9 @@ def main(model: str, data: str, image_folders: list[str], protocol: str, out: st
 
     `max_new_tokens=None` takes the checkpoint's trained completion length, at least 256 (the
     released eval's budget), so a real model's reasoning is not cut short."""
-    from facial_r1 import models
+    from facial_r1 import checkpoints, generation
 
-    if protocol not in PROTOCOLS:
-        raise FacialR1Error(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
+    check_protocol(protocol)
     report = ReadReport(str(data))
     samples, problems = read_samples_with_images(data, image_folders, skip_bad=True, report=report)
     if problems and not skip_bad:
@@ -206,16 +188,16 @@ def main(model: str, data: str, image_folders: list[str], protocol: str, out: st
                             f"unknown eval backend {backend!r}; choose vlm or landmarks")
     from accelerate.utils import gather_object
 
-    state = models.process_state()  # each process takes a contiguous share
+    state = generation.process_state()  # each process takes a contiguous share
     with state.split_between_processes(samples) as mine:
         if backend == "landmarks":
             from facial_r1 import landmarks
 
             completions = landmarks.predict(mine, landmarker)
         else:
-            net, processor = models.load(model)
+            net, processor = checkpoints.load(model)
             net.to(state.device)
-            settings = models.read_prompt_settings(model)
+            settings = checkpoints.read_prompt_settings(model)
             if prompt_style is None:  # use the prompt the checkpoint was trained with
                 prompt_style = settings["prompt"]
             max_new_tokens = generation_budget(max_new_tokens, settings)

@@ -1,5 +1,6 @@
-"""FACS knowledge: the Action Unit table (every code of the FACS manual), EMFACS emotion prototypes, the benchmarks'
-AU subsets and each dataset's emotion label order, plus the normalisers every reader uses.
+"""FACS knowledge in one place: the Action Unit table (every code of the FACS manual), the EMFACS
+emotion prototypes, the benchmarks' AU subsets, each dataset's emotion label order, the
+normalisers every reader uses.
 
 Everything here is plain data; `normalize_au` / `normalize_emotion` are the only ways
 AU names and emotion labels enter the project.

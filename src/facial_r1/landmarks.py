@@ -1,6 +1,6 @@
-"""An AU analyser that needs no VLM: MediaPipe finds the faces, its Face Landmarker reads 52
-blendshapes from each, blendshapes map to FACS AUs, a strength-weighted rule over the FACS
-prototypes gives the emotion, and the reasoning is written in the project's output format.
+"""The AU analyser that needs no VLM, written in the project's output format: MediaPipe finds the
+faces, its Face Landmarker reads 52 blendshapes from each, the blendshapes map to FACS AUs, a
+strength-weighted rule over the FACS prototypes gives the emotion.
 Optional extra: `pip install '.[faces]'`.
 
 Finding faces. The Face Landmarker's own detector is the short-range BlazeFace: it misses faces
@@ -10,7 +10,7 @@ tiles whose side is `min_face / FACE_IN_TILE`, doubling up to the image size; th
 merged, and the landmarker reads each face from a crop twice the face's size, scaled to
 READ_SIDE px. A found face the landmarker cannot read (a profile, a covered face) is kept, with
 no expression, when the detector is sure of it (score >= UNREAD_MIN_SCORE). Recall by face size
-and speed: benchmarks/face_detection.py and the README.
+and speed: benchmarks/face_detection.py and docs/analyze.md.
 
 Thresholds, all set before looking at any photo: an AU is reported when the stronger side of its
 blendshape(s) reaches AU_THRESHOLD (0.4, "clearly visible"). Known bias: MediaPipe reports

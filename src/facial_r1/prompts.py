@@ -60,14 +60,6 @@ def guided_prompt(
     return text
 
 
-def prompt_for(sample: dict, style: str, guided_fraction: float, rng) -> str:
-    """The training prompt of a sample: the guided one for a `guided_fraction` share drawn from
-    `rng` (only samples with AUs and a label), else the analysis prompt (SFT and GRPO rows)."""
-    if sample["AUs"] is not None and sample["labels"] and rng.random() < guided_fraction:
-        return guided_prompt(sample["question"], sample["AUs"], sample["labels"][0], style=style)
-    return analysis_prompt(sample["question"], style)
-
-
 def user_message(prompt: str) -> list[dict]:
     """One user turn with an image placeholder and the prompt text (chat format)."""
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]

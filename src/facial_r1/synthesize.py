@@ -116,7 +116,7 @@ class Synthesis:
         return cls(**{k: v for k, v in raw.items() if k != "qc"}, qc=QualityControl(**raw.get("qc", {})))
 
     def __post_init__(self):
-        from facial_r1.models import check_engine
+        from facial_r1.generation import check_engine
 
         check_engine(self.engine)  # a typo fails when the settings are read, not after training
 
@@ -127,7 +127,7 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
     `kept_before`: descriptions kept by earlier rounds; a new one near-duplicating them is rejected."""
     from tqdm import tqdm
 
-    from facial_r1 import models
+    from facial_r1 import checkpoints, generation
 
     settings = settings or Synthesis()
     out = Path(out)
@@ -138,8 +138,8 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
     todo = [s for s in samples if s["AUs"] is not None and s["labels"]]
     if not todo:
         raise FacialR1Error(f"{data}: no sample has both AUs and an emotion label to synthesize for")
-    state = models.process_state()
-    engine = models.resolve_engine(settings.engine, state.num_processes)  # refuses before anything is written
+    state = generation.process_state()
+    engine = generation.resolve_engine(settings.engine, state.num_processes)  # refuses before anything is written
     if state.is_main_process:  # only the main process changes the logs before the work starts
         _drop_stale_logs(out, fingerprint(model, data, settings, prompt_style, kept_before))
         read_logs(out, repair=True)  # cuts a torn last line left by a killed run
@@ -160,7 +160,7 @@ def main(model: str, data: str, image_folders: Sequence[str], out: str, settings
         if mine:
             generate = _generator(model, engine, settings.vllm_args, state.device)
             if prompt_style is None:
-                prompt_style = models.read_prompt_settings(model)["prompt"]
+                prompt_style = checkpoints.read_prompt_settings(model)["prompt"]
             name = ".log.jsonl" if state.num_processes == 1 else f".log-rank{state.process_index}.jsonl"
             with open(out.with_suffix(name), "a", encoding="utf-8") as log_file:
                 for i in tqdm(range(0, len(mine), settings.batch_size), desc="synthesize", unit="batch",
@@ -215,13 +215,13 @@ def _generator(model: str, engine: str, vllm_args: dict, device):
     """fn(images, prompts, max_new_tokens, do_sample, temperature) -> texts, on HF or vLLM."""
     from functools import partial
 
-    from facial_r1 import models
+    from facial_r1 import checkpoints, generation
 
     if engine == "vllm":
-        return models.vllm_generator(model, models.load_processor(model), vllm_args)
-    net, processor = models.load(model)
+        return generation.vllm_generator(model, checkpoints.load_processor(model), vllm_args)
+    net, processor = checkpoints.load(model)
     net.to(device)
-    return partial(models.generate, net, processor)
+    return partial(generation.generate, net, processor)
 
 
 def synthesize_batch(generate, batch: list[dict], settings: Synthesis, dedup: Dedup, prompt_style: str,
@@ -240,12 +240,10 @@ def synthesize_batch(generate, batch: list[dict], settings: Synthesis, dedup: De
         prompts = [guided_prompt(s["question"], s["AUs"], s["labels"][0], list(faults.get(s["id"], {}).values()),
                                  prompt_style) for s in open_]
         sample = attempt > 1 or settings.sample_first
-        if sample:  # reproducible whatever the batch's position, resume or process count
-            import torch
-
-            torch.manual_seed(zlib.crc32(f"{settings.seed}/{batch[0]['id']}/{attempt}".encode()))
+        # seeded by the batch, not its position: reproducible across resumes and process counts (HF and vLLM)
+        seed = zlib.crc32(f"{settings.seed}/{batch[0]['id']}/{attempt}".encode())
         texts = generate([images[s["id"]] for s in open_], prompts, settings.max_new_tokens,
-                         do_sample=sample, temperature=settings.temperature)
+                         do_sample=sample, temperature=settings.temperature, seed=seed)
         for s, text in zip(open_, texts, strict=True):
             found = check(text, s, settings.qc, dedup)
             faults[s["id"]] = found

@@ -4,6 +4,10 @@ of samples (the paper mixes data sets this way for GRPO).
     data_paths:    [a.jsonl, b.jsonl]
     image_folders: [imgs_a, imgs_b]      # one per file, or one for all; "x,y" = several
     data_sampling: [all, random:500]     # all | first:N | random:N
+
+Every row is read and validated; the sampling rule is applied to the rows, and only the rows it
+keeps have their images looked at, by their header: the pixels are decoded when a training
+batch needs them. (`facial-r1 data validate` decodes every image of a file.)
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from facial_r1.data.schema import parse_folders, read_samples_with_images
+from facial_r1.data.schema import ReadReport, parse_folders, read_jsonl, with_images
 from facial_r1.errors import FacialR1Error
 
 
@@ -56,9 +60,13 @@ def load_mixture(
         raise FacialR1Error(f"{len(rules)} data_sampling rules for {len(data_paths)} data_paths")
     samples, problems = [], []
     for path, dirs, rule in zip(data_paths, folders, rules, strict=True):
-        good, errors = read_samples_with_images(path, dirs, skip_bad=skip_bad)
+        report = ReadReport(str(path))
+        rows = read_jsonl(path, skip_bad=skip_bad, report=report)
+        good, errors = with_images(sample_rule(rule, rows, seed, str(path)), dirs, path, skip_bad, report,
+                                   decode=False)
+        errors = report.errors + errors
         problems += errors
         if not good:
             raise FacialR1Error(f"{path}: no usable samples" + (f" (first problem: {errors[0]})" if errors else ""))
-        samples += sample_rule(rule, good, seed, str(path))
+        samples += good
     return samples, problems

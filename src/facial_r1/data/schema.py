@@ -28,6 +28,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def load_image(source: str | Path | bytes, sample_id: str = "?", max_pixels: int
     upright original's pixels (1.0 when not reduced).
     """
     where = f"sample {sample_id}: image" + ("" if isinstance(source, bytes) else f" {source}")
-    try:
+    with _reading(where):
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             if formats is not None and im.format not in formats:
                 raise ImageError(f"{where} is {im.format}; accepted: {', '.join(sorted(formats))}", "format")
@@ -237,6 +238,13 @@ def load_image(source: str | Path | bytes, sample_id: str = "?", max_pixels: int
                 out.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
             out.info["scale"] = full / max(out.size)
             return out
+
+
+@contextmanager
+def _reading(where: str):
+    """PIL's errors while an image is read, as ImageError naming the sample and the kind of fault."""
+    try:
+        yield
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
@@ -273,9 +281,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def read_samples_with_images(
     path: str | Path, image_folders: Sequence[str | Path], skip_bad: bool = False,
-    report: ReadReport | None = None,
+    report: ReadReport | None = None, decode: bool = True,
 ) -> tuple[list[dict], list[str]]:
-    """Read a JSONL file and check every image resolves and decodes.
+    """Read a JSONL file and check every image resolves and decodes (`decode=False`: that its
+    header reads, no pixel decoded).
 
     Returns (good samples with `image_path` added, error messages). Without `skip_bad`
     the first error raises. `report` (when given) counts every row: `n_lines`, and the
@@ -283,19 +292,39 @@ def read_samples_with_images(
     """
     report = report if report is not None else ReadReport(str(path))
     samples = read_jsonl(path, skip_bad=skip_bad, report=report)
-    good, errors = [], list(report.errors)
+    good, errors = with_images(samples, image_folders, path, skip_bad, report, decode)
+    return good, list(report.errors) + errors
+
+
+def with_images(samples: Sequence[dict], image_folders: Sequence[str | Path], path: str | Path,
+                skip_bad: bool = False, report: ReadReport | None = None,
+                decode: bool = True) -> tuple[list[dict], list[str]]:
+    """The samples whose image resolves inside the folders and decodes (or, `decode=False`,
+    whose header reads: format, size and the pixel limit), with `image_path` added; the errors."""
+    good, errors = [], []
     for sample in samples:
         try:
             image_path = resolve_image(sample["image"], image_folders, sample["id"])
-            load_image(image_path, sample["id"])
+            (load_image if decode else check_image_header)(image_path, sample["id"])
         except FacialR1Error as e:
             if not skip_bad:
                 raise FacialR1Error(f"{path}: {e}") from None
             errors.append(f"{path}: {e}")
-            report.skipped[f"image_{e.kind}" if isinstance(e, ImageError) else "image_missing"] += 1
+            if report is not None:
+                report.skipped[f"image_{e.kind}" if isinstance(e, ImageError) else "image_missing"] += 1
             continue
         good.append({**sample, "image_path": str(image_path)})
     return good, errors
+
+
+def check_image_header(source: str | Path, sample_id: str = "?", max_pixels: int = MAX_IMAGE_PIXELS) -> tuple:
+    """An image file's (width, height) from its header alone: it opens as a format PIL knows, and
+    its size is under the pixel limit. Nothing is decoded (that waits for the batch that needs it)."""
+    where = f"sample {sample_id}: image {source}"
+    with _reading(where), Image.open(source) as im:
+        if im.width * im.height > max_pixels:
+            raise ImageError(f"{where} is {im.width}x{im.height}, over the {max_pixels} pixel limit", "too_large")
+        return im.size
 
 
 def to_dataset(samples: Sequence[dict]):

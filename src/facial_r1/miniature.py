@@ -1,24 +1,25 @@
-"""Vision warm-start for the tiny default model only: a stand-in for a pretrained vision tower.
+"""Scaffolding for the embedded tiny model only: stand-ins for what a real VLM brings from
+pretraining, switched on by a stage config's `miniature:` section.
 
-A randomly initialised tiny VLM ignores the image under plain SFT (measured: one fixed
-answer for every face). A real base model arrives with a vision tower pretrained on many
-other images; this stands in for that pretraining. For `steps` optimizer steps only the
-vision tower + merger are trained, with throw-away linear heads: one on all visual tokens of
-a face (it forces features that know *where* something is, brows vs mouth), one on their
-mean (what a fresh language model's attention reads first). The heads' targets depend on
-`objective`:
+    miniature: {vision_warmup_steps: 800, vision_warmup_faces: 8000, instruct_warmup_steps: 1000,
+                guided_fraction: 0.25}
 
-- "labels": the AUs (BCE) and the emotion (CE). The run's own faces (never the test split)
-  plus `extra_faces` freshly rendered ones. This sees FACS labels that a real VLM's
-  pretraining has not seen, so it is the *less* faithful stand-in; it is the one that learns.
-- "selfsup": no AU or emotion label at all. Only freshly rendered faces, with targets a
-  renderer knows for free and that are not the expression: identity (face/eye/mouth/brow
-  geometry, skin/hair/background colour, hair style) and pose (angle, scale, shift, light),
-  plus the face itself, a grey 28 px thumbnail reconstructed from the tokens.
+- The vision warm-start stands in for a pretrained vision tower. A randomly initialised tiny VLM
+  ignores the image under plain SFT (measured: one fixed answer for every face). For `steps`
+  optimizer steps only the vision tower + merger are trained, with throw-away linear heads:
+  one on all visual tokens of a face (it forces features that know *where* something is, brows
+  vs mouth), one on their mean (what a fresh language model's attention reads first). Targets
+  depend on `objective`: "labels", the AUs (BCE) and the emotion (CE) of the run's own faces
+  (never the test split) plus `extra_faces` freshly rendered ones (FACS labels a real VLM's
+  pretraining has not seen: the less faithful stand-in, the one that learns); or "selfsup", no
+  AU or emotion label at all: identity, pose and a grey 28 px thumbnail of freshly rendered
+  faces. Faces come from their own SynFACS seed space, as pretraining data would.
+- The instruction warm-start stands in for instruction tuning: text-only guided prompts with
+  random AU lists and random emotions, no face (`instruct_rows`).
+- `guided_fraction`: a share of training rows shown with synthesis's guided prompt (true AUs and
+  emotion given), which an instruction-tuned model follows out of the box.
 
-Faces come from their own SynFACS seed space, as pretraining data would: on 1,000 faces
-alone the tower memorises identities and learns nothing that transfers. Configs for real
-models leave it off (`vision_warmup_steps: 0`).
+A stage refuses a `miniature:` section on a model that is not the tiny one (`tiny.is_tiny`).
 """
 
 from __future__ import annotations
@@ -26,19 +27,62 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from facial_r1.checkpoints import vision_parameters
 from facial_r1.data.schema import load_image
 from facial_r1.errors import FacialR1Error
 from facial_r1.facs import EMOTIONS
-from facial_r1.models import vision_parameters
+from facial_r1.prompts import analysis_prompt, guided_prompt
 
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("labels", "selfsup")
+
+
+@dataclass
+class Miniature:
+    """A stage's `miniature:` section (all off by default)."""
+
+    vision_warmup_steps: int = 0  # optimizer steps of batch 32 (SFT only)
+    vision_warmup_lr: float = 2e-3
+    vision_warmup_faces: int = 0  # extra SynFACS faces rendered for the warm-start only
+    vision_warmup_objective: str = "labels"  # labels (AUs + emotion) | selfsup (no AU/emotion label)
+    instruct_warmup_steps: int = 0  # optimizer steps of text-only guided prompts (SFT only)
+    guided_fraction: float = 0.0  # share of training rows shown with the guided prompt
+
+    @classmethod
+    def from_config(cls, section: dict | None, model: str, kind: str, tiny: bool | None = None) -> "Miniature":
+        """The section checked: known keys, warm-starts in SFT only, and the tiny model only
+        (`tiny`: whether `model` is, when the caller knows; else its config is read)."""
+        from facial_r1.tiny import is_tiny
+
+        if not section:
+            return cls()
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise FacialR1Error(f"miniature: unknown key(s) {unknown}; miniature keys are {sorted(known)}")
+        mini = cls(**section)
+        if kind != "sft" and (mini.vision_warmup_steps or mini.instruct_warmup_steps):
+            raise FacialR1Error(f"miniature: warm-starts belong to the SFT stage, not {kind}")
+        if any(getattr(mini, f.name) != f.default for f in fields(cls)) and not (is_tiny(model) if tiny is None else tiny):
+            raise FacialR1Error(f"miniature: {model} is not the embedded tiny model; its options (warm-starts, "
+                                f"guided rows) stand in for pretraining a real model already has: remove them")
+        return mini
+
+    def prompt(self, sample: dict, style: str, rng) -> str:
+        """A training row's prompt: the guided one for a `guided_fraction` share drawn from `rng`
+        (samples with AUs and a label only), else the analysis prompt."""
+        if self.guided_fraction and sample["AUs"] is not None and sample["labels"] \
+                and rng.random() < self.guided_fraction:
+            return guided_prompt(sample["question"], sample["AUs"], sample["labels"][0], style=style)
+        return analysis_prompt(sample["question"], style)
 THUMB = 28  # side of the grey thumbnail the selfsup objective reconstructs
 
 
@@ -167,3 +211,18 @@ def instruct_rows(n: int, seed: int, prompt_style: str) -> list[dict]:
         rows.append({"prompt": [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
                      "completion": assistant_message(describe(aus, emotion, rng, rng.random() < 0.2))})
     return rows
+
+
+def instruct_warmup(model, processor, args, steps: int, prompt_style: str) -> None:
+    """The instruction warm-start: TRL's SFTTrainer with the SFT stage's own settings (`args`, an
+    SFTConfig), for `steps` steps on text-only rows, saving nothing."""
+    from dataclasses import replace
+
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    rows = instruct_rows(instruct_row_count(steps, vars(args)), args.seed, prompt_style)
+    warm = replace(args, max_steps=steps, save_strategy="no", report_to=[],
+                   output_dir=str(Path(args.output_dir) / "instruct"))
+    SFTTrainer(model=model, args=warm, train_dataset=Dataset.from_list(rows), processing_class=processor).train()
+    log.info("instruction warm-start: %d steps on %d text-only guided prompts (no face)", steps, len(rows))
