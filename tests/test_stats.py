@@ -76,7 +76,8 @@ PARTIAL = [
     sample(0, ["AU1", "AU2"], "Surprise"),                                    # fully labelled
     {**sample(1, ["AU4"], "Anger"), "AUs": None},                             # no AU labels (an emotion-only set)
     {**sample(2, ["AU12"], "Happiness"), "labels": []},                       # no emotion label (an AU-only set)
-    {**sample(3, ["AU1", "AU4", "AU15"], "Sadness"), "description": ""},      # no reference reasoning
+    {**sample(3, ["AU1", "AU4", "AU15"], "Sadness"), "description": "",      # no reference reasoning; two
+     "labels": ["Sadness", "Fear"]},                                            # labels: the first is the emotion
     {**sample(4, ["AU12", "AU6"], "Happiness"), "labels": ["Contempt"]},      # a label outside the 7-class protocol
 ]
 PARTIAL_PRED = [
