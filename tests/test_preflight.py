@@ -142,3 +142,14 @@ def test_launchers_are_read_with_their_own_parsers(text, processes, zero, mixed,
     launch = parse_launcher(text)
     assert (launch.num_processes, launch.engine.zero_stage, launch.mixed_precision) == (processes, zero, mixed)
     assert any(problem in p for p in launch.problems) if problem else not launch.problems
+
+
+@pytest.mark.parametrize("seed, expected", [
+    (None, {"sft": 0, "grpo": 42, "round1 sft": 0, "round1 grpo": 42}),  # each stage config keeps its own
+    (3, {"sft": 3, "grpo": 3, "round1 sft": 3, "round1 grpo": 3}),       # unless the pipeline is given one
+])
+def test_the_7b_configs_keep_their_own_seed_unless_the_pipeline_gives_one(tiny_model, fea, tmp_path, seed, expected):
+    given = stand_ins(tiny_model, fea, tmp_path) | ({"seed": seed} if seed is not None else {})
+    the_plan, findings = pipeline.plan(CONFIG, given)
+    assert not findings.errors
+    assert {name: planned.stage.values["seed"] for name, planned in the_plan.stages.items()} == expected
