@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -8,9 +9,20 @@ from facial_r1.data.schema import read_jsonl
 from facial_r1.errors import FacialR1Error
 
 
-def jpg(path):
+def jpg(path, value=0):
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8)).save(path)
+    Image.fromarray(np.full((8, 8), value, np.uint8)).convert("RGB").save(path)
+
+
+def pixel(path):
+    return int(np.asarray(Image.open(path).convert("L"))[0, 0])
+
+
+def accounted(r):
+    """Every input row is written or dropped under a reason, and the report says so."""
+    assert r["rows"]["written"] == sum(r["written"].values())
+    assert r["rows"]["read"] == r["rows"]["written"] + sum(d["n"] for d in r["dropped"].values())
+    return {reason: d["n"] for reason, d in r["dropped"].items()}
 
 
 def test_fer2013(tmp_path):
@@ -49,9 +61,12 @@ def test_rafdb(tmp_path):
     train = read_jsonl(tmp_path / "out/train.jsonl")
     assert [s["labels"] for s in train] == [["Surprise"], ["Happiness"]]  # 1-indexed order
     assert train[0]["image"] == "Image/aligned/train_00001_aligned.jpg"
-    (root / "EmoLabel/list_patition_label.txt").write_text("train_00001.jpg 9\n")
-    with pytest.raises(FacialR1Error, match="list_patition_label.txt:1: expected"):
-        convert("rafdb", root, tmp_path / "out2")
+    assert accounted(r) == {}
+    (root / "EmoLabel/list_patition_label.txt").write_text("train_00001.jpg 9\ntest_0001.jpg 7\n")
+    r = convert("rafdb", root, tmp_path / "out2")  # a label outside 1-7: that line dropped and counted
+    assert r["written"] == {"test": 1} and accounted(r) == {"unreadable line (expected '<name>.jpg <label 1-7>')": 1}
+    with pytest.raises(FacialR1Error, match="list_patition_label.txt:1: unreadable line"):
+        convert("rafdb", root, tmp_path / "out3", strict=True)
 
 
 @pytest.mark.parametrize("classes, expected", [(8, ["Neutral", "Anger", "Contempt"]), (7, ["Neutral", "Anger"])])
@@ -220,9 +235,13 @@ def test_fea20k_real_codes_convert_and_evaluate_without_losing_a_row(tmp_path):
         {"id": "x3", "dataset": "FABA", "image": "FABA/3.jpg", "question": "q", "AUs": ["AU3", "AU6"],
          "labels": ["sadness", "fear"], "description": "", "meta_info": {}},
     ]
-    (tmp_path / "FEA-Test.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    # and a line failing validation (a repeated id): dropped and counted, the file still converts
+    (tmp_path / "FEA-Test.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"id": "x3", "image": "a.jpg"}\n')
     r = convert("fea20k", tmp_path / "FEA-Test.jsonl", tmp_path / "out")
     assert r["written"] == {"FEA-Test": 3}
+    assert accounted(r) == {"line failing FEA validation": 1}  # the 4th line repeats id x3
+    assert r["dropped"]["line failing FEA validation"]["examples"][0].startswith(f"{tmp_path / 'FEA-Test.jsonl'}:4: \"duplicate id")
+    assert r["codes_normalised"] == {"L12 -> AU12": 1, "R14B -> AU14": 1}
     assert r["dropped_au_codes"] == {str(tmp_path / "FEA-Test.jsonl"): {"unknown": {"AU3": 1}, "not_scored": {}}}
     got = read_jsonl(tmp_path / "out/FEA-Test.jsonl")
     assert [s["AUs"] for s in got] == [["AU8", "AU19", "AU30", "AU31"], ["AU12", "AU14", "AU33"], ["AU6"]]

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output folder (JSONL files and images)")
     c.add_argument("--folds", type=int, default=0, help="DISFA/BP4D: write N subject-exclusive folds")
     c.add_argument("--classes", type=int, default=8, help="AffectNet: 7 or 8 classes")
+    c.add_argument("--strict", action="store_true",
+                   help="a row or code that cannot be read or mapped is an error (default: dropped and counted)")
 
     m = sub.add_parser("model", help="models: init-tiny").add_subparsers(dest="model_command", required=True)
     t = m.add_parser("init-tiny", help="build the tiny random Qwen2.5-VL with a locally trained tokenizer")
@@ -322,7 +324,8 @@ def run_data(args) -> int:
     if args.data_command == "convert":
         from facial_r1.data.converters import convert
 
-        print(json.dumps(convert(args.format, args.input, args.out, folds=args.folds, classes=args.classes)))
+        print(json.dumps(convert(args.format, args.input, args.out, folds=args.folds, classes=args.classes,
+                                 strict=args.strict)))
         return 0
     raise FacialR1Error(f"unknown data command {args.data_command}")
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from facial_r1.data.converters import Converted, check_images, fea_sample, row_error
+from facial_r1.data.converters import Converted, Tally, check_images, fea_sample, row_error
 from facial_r1.errors import FacialR1Error
 from facial_r1.facs import LABEL_ORDERS
 
 
-def convert(src: Path, classes: int = 8) -> Converted:
+def convert(src: Path, tally: Tally, classes: int = 8) -> Converted:
     if classes not in (7, 8):
         raise FacialR1Error(f"AffectNet has 7 or 8 classes, not {classes}")
     if src.is_dir():
@@ -29,12 +29,13 @@ def convert(src: Path, classes: int = 8) -> Converted:
                   src.parent / "Manually_Annotated_Images"]
     root = next((c for c in candidates if c.is_dir()), candidates[0])
     split = "test" if "valid" in src.name.lower() else "train"
-    samples, dropped = [], 0
+    samples = []
     with src.open(newline="") as f:
         reader = csv.DictReader(f)
         if not {"subDirectory_filePath", "expression"} <= set(reader.fieldnames or []):
             raise row_error(src, 1, "header with subDirectory_filePath and expression", reader.fieldnames)
         for line, row in enumerate(reader, start=2):
+            tally.read()
             try:
                 code = int(row["expression"])
             except ValueError:
@@ -42,7 +43,8 @@ def convert(src: Path, classes: int = 8) -> Converted:
             if code not in LABEL_ORDERS["affectnet"] and code not in (8, 9, 10):
                 raise row_error(src, line, "expression 0-10", code)
             if code >= classes:  # 8 None, 9 Uncertain, 10 No-Face; 7 Contempt with 7 classes
-                dropped += 1
+                tally.drop(f"expression {code} ({'Contempt' if code == 7 else 'None, Uncertain or No-Face'})",
+                           f"{src}:{line}", row["subDirectory_filePath"])
                 continue
             path = row["subDirectory_filePath"]
             samples.append(fea_sample(f"affectnet-{Path(path).stem}", "affectnet", path,

@@ -14,13 +14,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from facial_r1.data.converters import Converted, check_images, fea_sample, note_dropped, row_error
+from facial_r1.data.converters import Converted, Tally, check_images, fea_sample, note_dropped, row_error
 from facial_r1.data.schema import ReadReport, normalize_aus
 from facial_r1.errors import FacialR1Error
 from facial_r1.facs import AU_SUBSETS, parse_au_code
 
 
-def convert(src: Path) -> Converted:
+def convert(src: Path, tally: Tally) -> Converted:
     occ = src / "AUCoding" / "AU_OCC"
     occ = occ if occ.is_dir() else src
     files = sorted(occ.glob("*_*.csv"))
@@ -42,6 +42,7 @@ def convert(src: Path) -> Converted:
             for line, row in enumerate(reader, start=2):
                 if not any(cell.strip() for cell in row):
                     continue
+                tally.read()
                 try:
                     frame = int(row[0])
                     values = {i: int(row[i]) for i in codes}
@@ -51,6 +52,7 @@ def convert(src: Path) -> Converted:
                 if bad:
                     raise row_error(f, line, "AU values 0, 1 or 9", f"column(s) {bad}")
                 if any(values[cols[au]] == 9 for au in AU_SUBSETS["bp4d"]):
+                    tally.drop("a 9 (unknown) in a benchmark AU", f"{f}:{line}", ",".join(row[:6]))
                     continue
                 aus = normalize_aus([header[i] for i, v in values.items() if v == 1], report)
                 samples.append(fea_sample(f"bp4d-{subject}-{task}-{frame:04d}", "bp4d", frame_image(src, subject, task, frame),

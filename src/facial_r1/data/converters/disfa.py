@@ -14,14 +14,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from facial_r1.data.converters import Converted, check_images, fea_sample, row_error
+from facial_r1.data.converters import Converted, Tally, check_images, fea_sample, row_error
 from facial_r1.errors import FacialR1Error
 from facial_r1.facs import AU_SUBSETS, sort_aus
 
 THRESHOLD = 2
 
 
-def convert(src: Path) -> Converted:
+def convert(src: Path, tally: Tally) -> Converted:
     labels = src / "ActionUnit_Labels" if (src / "ActionUnit_Labels").is_dir() else src
     subjects = sorted(p for p in labels.iterdir() if p.is_dir())
     if not subjects:
@@ -47,4 +47,5 @@ def convert(src: Path) -> Converted:
             image = f"{subject.name}/{frame}.png" if (src / subject.name / f"{frame}.png").is_file() else f"{subject.name}/{frame}.jpg"
             samples.append(fea_sample(f"disfa-{subject.name}-{frame:05d}", "disfa", image,
                                       aus, [], {"subject": subject.name, "frame": frame, "intensity": intensity}))
+    tally.read(len(samples))  # every frame is written, or a bad line raises
     return Converted({"all": samples}, src, check_images(samples, src))

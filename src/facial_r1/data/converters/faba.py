@@ -21,17 +21,18 @@ import json
 import re
 from pathlib import Path
 
-from facial_r1.data.converters import Converted, check_images, fea_sample
+from facial_r1.data.converters import Converted, Tally, check_images, fea_sample
 from facial_r1.errors import FacialR1Error
 from facial_r1.facs import sort_aus, try_normalize_au, try_normalize_emotion
 from facial_r1.parse import cited_aus
 
 
-def convert(src: Path) -> Converted:
+def convert(src: Path, tally: Tally) -> Converted:
     files = sorted(src.rglob("*_anno.json")) if src.is_dir() else [src]
     if not files:
         raise FacialR1Error(f"{src}: no FABA-Instruct *_anno.json files")
     records = [(f, i, rec) for f in files for i, rec in enumerate(read_records(f))]
+    tally.read(len(records))  # every record is written, or a bad one raises
     root = image_root(src, records)
     splits: dict[str, list[dict]] = {}
     for f, i, rec in records:

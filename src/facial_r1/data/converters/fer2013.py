@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facial_r1.data.converters import Converted, fea_sample, row_error
+from facial_r1.data.converters import Converted, Tally, fea_sample, row_error
 from facial_r1.facs import LABEL_ORDERS
 
 SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 
 
-def convert(src: Path, out: Path) -> Converted:
+def convert(src: Path, tally: Tally, out: Path) -> Converted:
     splits: dict[str, list[dict]] = {}
     (out / "images").mkdir(parents=True, exist_ok=True)
     with src.open(newline="") as f:
@@ -35,4 +35,5 @@ def convert(src: Path, out: Path) -> Converted:
             Image.fromarray(pixels.reshape(48, 48), "L").save(out / image)
             splits.setdefault(split, []).append(
                 fea_sample(f"fer2013-{i:05d}", "fer2013", image, None, [label], {"usage": row["Usage"]}))
+    tally.read(sum(map(len, splits.values())))  # every row is written, or a bad one raises
     return Converted(splits, out)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facial_r1.data.converters import Converted, check_images, fea_sample, note_dropped, row_error
+from facial_r1.data.converters import Converted, Tally, check_images, fea_sample, note_dropped, row_error
 from facial_r1.data.schema import ReadReport, normalize_aus
 from facial_r1.errors import FacialR1Error
 from facial_r1.facs import parse_au_code
 
 
-def convert(src: Path) -> Converted:
+def convert(src: Path, tally: Tally) -> Converted:
     label_file = src if src.is_file() else next(iter(sorted(src.glob("*label*.txt"))), None)
     if label_file is None:
         raise FacialR1Error(f"{src}: no RAF-AU label file (*label*.txt)")
@@ -39,6 +39,7 @@ def convert(src: Path) -> Converted:
             raise row_error(label_file, line, "AU codes like 12, L12 or 12B", next(filter(malformed, tokens))) from None
         samples.append(fea_sample(f"rafau-{Path(name).stem}", "rafau", image_of(root, name), aus, [],
                                   {"raw": codes}))
+    tally.read(len(samples))  # every line is written, or raises
     note_dropped(dropped, label_file, report)
     return Converted({"all": samples}, root, check_images(samples, root), dropped)
 
