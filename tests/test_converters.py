@@ -28,22 +28,59 @@ def accounted(r):
 def test_fer2013(tmp_path):
     # Kaggle fer2013.csv: header emotion,pixels,Usage; 48x48 space-separated grey values; Usage
     # Training / PublicTest / PrivateTest (public readers split on row['Usage'] == 'PrivateTest' etc.;
-    # Facial-R1's released eval names its test set PrivateTest_images_annotations)
+    # Facial-R1's released eval names its test set PrivateTest_images_annotations). Some copies end
+    # in junk lines ("Expected 3 fields in line 35891, saw 6": isseu/emotion-recognition-neural-networks
+    # issue #19): dropped and counted.
     px = " ".join(["7"] * 2304)
     (tmp_path / "fer2013.csv").write_text(
-        f"emotion,pixels,Usage\n3,{px},Training\n0,{px},PrivateTest\n6,{px},PublicTest\n")
+        f"emotion,pixels,Usage\n3,{px},Training\n0,{px},PrivateTest\n6,{px},PublicTest\n1,2,3,4,5,6\n")
     r = convert("fer2013", tmp_path / "fer2013.csv", tmp_path / "out")
     assert r["written"] == {"train": 1, "test": 1, "val": 1} and r["missing_images"] == 0
+    assert accounted(r) == {"unreadable row (emotion 0-6, 2304 pixels, a known Usage)": 1}
     train = read_jsonl(tmp_path / "out/train.jsonl")
     assert train[0]["labels"] == ["Happiness"] and train[0]["AUs"] is None
     assert Image.open(tmp_path / "out" / train[0]["image"]).size == (48, 48)
     assert read_jsonl(tmp_path / "out/test.jsonl")[0]["labels"] == ["Anger"]
 
 
+def test_fer2013_icml_face_data(tmp_path):
+    # Kaggle's icml_face_data.csv: header "emotion, Usage, pixels", leading spaces and another column
+    # order (pytorch/vision PR #8452: `pixels_key = " pixels" if use_icml`, torchvision/datasets/fer2013.py)
+    rows = [(3, "Training", 10), (4, "PublicTest", 20), (5, "PrivateTest", 30)]
+    (tmp_path / "icml_face_data.csv").write_text(
+        "emotion, Usage, pixels\n" + "".join(f"{e},{u},{' '.join([str(v)] * 2304)}\n" for e, u, v in rows))
+    r = convert("fer2013", tmp_path / "icml_face_data.csv", tmp_path / "out")
+    assert r["written"] == {"train": 1, "val": 1, "test": 1} and accounted(r) == {}
+    for split, (emotion, value) in {"train": ("Happiness", 10), "val": ("Sadness", 20), "test": ("Surprise", 30)}.items():
+        (row,) = read_jsonl(tmp_path / f"out/{split}.jsonl")
+        assert row["labels"] == [emotion] and pixel(tmp_path / "out" / row["image"]) == value
+
+
+def test_fer2013_train_and_test_csv(tmp_path):
+    # The challenge's train.csv (emotion,pixels) and test.csv (pixels only, no label column):
+    # lisa-lab/pylearn2 pylearn2/scripts/icml_2013_wrepl/emotions/emotions_dataset.py
+    # (`y_str, X_row_str = row` / `X_row_str ,= row`), pytorch/vision issue #8118. In a folder,
+    # fer2013.csv, then icml_face_data.csv, win over train/test.csv (pytorch/vision PR #8452).
+    px = " ".join(["9"] * 2304)
+    (tmp_path / "train.csv").write_text(f"emotion,pixels\n0,{px}\n6,{px}\n")
+    (tmp_path / "test.csv").write_text(f"pixels\n{px}\n")
+    r = convert("fer2013", tmp_path, tmp_path / "out")
+    assert r["written"] == {"train": 2, "unlabelled": 1} and accounted(r) == {}
+    assert r["fer2013_files"] == ["train.csv", "test.csv"]
+    assert [s["labels"] for s in read_jsonl(tmp_path / "out/train.jsonl")] == [["Anger"], ["Neutral"]]
+    (unlabelled,) = read_jsonl(tmp_path / "out/unlabelled.jsonl")
+    assert unlabelled["labels"] == [] and unlabelled["id"] == "fer2013-test-00000"
+    (tmp_path / "fer2013.csv").write_text(f"emotion,pixels,Usage\n2,{px},Training\n")
+    assert convert("fer2013", tmp_path, tmp_path / "out2")["written"] == {"train": 1}
+
+
 def test_fer2013_bad_row(tmp_path):
     (tmp_path / "f.csv").write_text("emotion,pixels,Usage\n3,1 2 3,Training\n")
-    with pytest.raises(FacialR1Error, match="f.csv:2: expected 2304 pixel values"):
-        convert("fer2013", tmp_path / "f.csv", tmp_path / "out")
+    r = convert("fer2013", tmp_path / "f.csv", tmp_path / "out")
+    assert r["written"] == {} and r["dropped"]["unreadable row (emotion 0-6, 2304 pixels, a known Usage)"]["examples"] \
+        == [f"{tmp_path / 'f.csv'}:2: '3 pixel values'"]
+    with pytest.raises(FacialR1Error, match="f.csv:2: unreadable row .* got '3 pixel values' \\(--strict\\)"):
+        convert("fer2013", tmp_path / "f.csv", tmp_path / "out", strict=True)
 
 
 def test_rafdb(tmp_path):
