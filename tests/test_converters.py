@@ -124,6 +124,46 @@ def test_affectnet(tmp_path, classes, expected):
     got = read_jsonl(tmp_path / "out/train.jsonl")
     assert [s["labels"][0] for s in got] == expected
     assert r["missing_images"] == len(expected) - 1
+    dropped = {"expression 8 (None): not an emotion": 1, "expression 9 (Uncertain): not an emotion": 1,
+               "expression 10 (No-Face): not an emotion": 1}
+    assert accounted(r) == dropped if classes == 8 else {**dropped, "expression 7 (Contempt) with --classes 7": 1}
+
+
+def test_affectnet_validation_without_header_and_both_lists(tmp_path):
+    # Copies of validation.csv without the header row: public loaders read it with pandas
+    # header=None and take training.csv's column names, or start validation.csv at line 0 and
+    # training.csv at line 1 (two loaders the code index found; it did not name their repositories).
+    # The folder holding both lists converts both: training -> train, validation -> test.
+    lists = tmp_path / "Manually_Annotated_file_lists"
+    lists.mkdir()
+    lm = ";".join(["1.5"] * 136)
+    (lists / "training.csv").write_text(
+        "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
+        f"1/t.jpg,0,0,100,100,{lm},1,0.5,0.2\n")
+    (lists / "validation.csv").write_text(f"2/v1.jpg,0,0,100,100,{lm},2,-0.5,0.1\n2/v2.jpg,0,0,100,100,{lm},5,-0.7,0.3\n"
+                                          f"2/v3.jpg,0,0,100,100,{lm},happy,0,0\n")
+    r = convert("affectnet", tmp_path, tmp_path / "out")
+    assert r["written"] == {"train": 1, "test": 2} and r["affectnet_header_row"] == {"training.csv": True, "validation.csv": False}
+    assert [s["labels"] for s in read_jsonl(tmp_path / "out/test.jsonl")] == [["Sadness"], ["Disgust"]]  # first row kept
+    assert accounted(r) == {"unreadable row (expression 0-10 in the 7th column)": 1}
+
+
+def test_affectnet_train_set_val_set_npy(tmp_path):
+    # The release as train_set/ and val_set/, images/<n>.jpg with annotations/<n>_exp.npy (and _val,
+    # _aro, _lnd): yaoing/DAN affectnet.py get_df (`glob(train_path + 'annotations/*_exp.npy')`,
+    # `int(np.load(anno))`, images/{idx}.jpg); armand-07/emotion_recognition counts 4 annotation files per image
+    for folder, n, code in (("train_set", 0, "3"), ("train_set", 1, "7"), ("train_set", 2, "9"), ("val_set", 0, "6")):
+        (tmp_path / folder / "annotations").mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / folder / "annotations" / f"{n}_exp.npy", np.array(code))
+        np.save(tmp_path / folder / "annotations" / f"{n}_val.npy", np.array("0.25"))
+        jpg(tmp_path / folder / "images" / f"{n}.jpg")
+    r = convert("affectnet", tmp_path, tmp_path / "out", classes=7)
+    assert r["written"] == {"train": 1, "test": 1} and r["missing_images"] == 0
+    assert accounted(r) == {"expression 7 (Contempt) with --classes 7": 1, "expression 9 (Uncertain): not an emotion": 1}
+    (train,) = read_jsonl(tmp_path / "out/train.jsonl")
+    (test,) = read_jsonl(tmp_path / "out/test.jsonl")
+    assert (train["labels"], train["image"], train["id"]) == (["Surprise"], "train_set/images/0.jpg", "affectnet-train_set-0")
+    assert (test["labels"], test["image"]) == (["Anger"], "val_set/images/0.jpg")
 
 
 def write_disfa(root, subjects):
