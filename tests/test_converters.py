@@ -229,21 +229,61 @@ def test_bp4d(tmp_path):
         convert("bp4d", tmp_path, tmp_path / "out2")
 
 
-def test_rafau(tmp_path):
-    # RAFAU_label.txt: '<name>.jpg <AUs>', AUs joined by '+', L/R sides, 'null', some lines with
-    # trailing whitespace; images aligned/<name>_aligned.jpg (CVI-SZU/ME-GraphAU
-    # OpenGraphAU/tool/dataset_process.py: items[1].split('+'), tokens '1'..'39', 'L1'..'R14')
-    (tmp_path / "RAFAU_label.txt").write_text("0001.jpg 1+2+25+26\n0002.jpg L12+R14+39 \n0003.jpg null\n"
-                                              "0004.jpg 4+62+3\n")
+# Lines of the released RAFAU_label.txt, as a published copy of it shows them
+# (arvindhvetri/EmotionAI RAFAU_label.txt, 4,601 lines): L/R sides, T/B lip prefixes, an action
+# descriptor (AD19), a lower-case prefix, combined prefixes (BL18, RB18), a repeated code, trailing
+# and doubled spaces, null lines, and one token of no known form (L12L).
+RAFAU_LINES = """0001.jpg 1+4+25
+0003.jpg L12+24
+0004.jpg null
+0007.jpg 25 
+0217.jpg 15+17+T24
+0290.jpg 4+15+17+B22+T24
+0485.jpg 9+AD19+24
+0540.jpg 1+2+5+26+26
+0582.jpg 5+B28
+1978.jpg 4+7+9+17+t23
+2321.jpg BL18+25
+2936.jpg  1+2+25+26
+2991.jpg 1+2+5+9+10+RB18+25
+3127.jpg L6+L9+L10+L12L+25
+4629.jpg L34
+"""
+
+
+def test_rafau_real_lines(tmp_path):
+    # Readers: CVI-SZU/ME-GraphAU OpenGraphAU/tool/dataset_process.py (items[1].split('+'), skips
+    # 'null', images '<name>'.zfill(4) + '_aligned.jpg'); today's converter stopped at 0217's T24.
+    (tmp_path / "RAFAU_label.txt").write_text(RAFAU_LINES)
     jpg(tmp_path / "aligned/0001_aligned.jpg")
     r = convert("rafau", tmp_path, tmp_path / "out")
-    got = read_jsonl(tmp_path / "out/all.jsonl")
-    assert [s["AUs"] for s in got] == [["AU1", "AU2", "AU25", "AU26"], ["AU12", "AU14", "AU39"], [], ["AU4"]]
-    assert got[0]["image"] == "aligned/0001_aligned.jpg" and r["missing_images"] == 3
-    assert r["dropped_au_codes"] == {str(tmp_path / "RAFAU_label.txt"): {"unknown": {"AU3": 1}, "not_scored": {"AU62": 1}}}
-    (tmp_path / "RAFAU_label.txt").write_text("0001.jpg 1+brow\n")
-    with pytest.raises(FacialR1Error, match="RAFAU_label.txt:1: expected AU codes like 12, L12 or 12B, got 'brow'"):
-        convert("rafau", tmp_path, tmp_path / "out2")
+    got = {s["id"]: s["AUs"] for s in read_jsonl(tmp_path / "out/all.jsonl")}
+    assert got == {"rafau-0001": ["AU1", "AU4", "AU25"], "rafau-0003": ["AU12", "AU24"], "rafau-0007": ["AU25"],
+                   "rafau-0217": ["AU15", "AU17", "AU24"], "rafau-0290": ["AU4", "AU15", "AU17", "AU22", "AU24"],
+                   "rafau-0485": ["AU9", "AU19", "AU24"], "rafau-0540": ["AU1", "AU2", "AU5", "AU26"],
+                   "rafau-0582": ["AU5", "AU28"], "rafau-1978": ["AU4", "AU7", "AU9", "AU17", "AU23"],
+                   "rafau-2321": ["AU18", "AU25"], "rafau-2936": ["AU1", "AU2", "AU25", "AU26"],
+                   "rafau-2991": ["AU1", "AU2", "AU5", "AU9", "AU10", "AU18", "AU25"], "rafau-4629": ["AU34"]}
+    assert accounted(r) == {"null: no AU coded (skipped, as the public readers do)": 1,
+                            "unreadable AU code (line dropped, not guessed)": 1}
+    assert r["dropped"]["unreadable AU code (line dropped, not guessed)"]["examples"] == [
+        f"{tmp_path / 'RAFAU_label.txt'}:14: 'L12L'"]
+    assert r["codes_normalised"] == {"L12 -> AU12": 1, "T24 -> AU24": 2, "B22 -> AU22": 1, "AD19 -> AU19": 1,
+                                     "B28 -> AU28": 1, "t23 -> AU23": 1, "BL18 -> AU18": 1, "RB18 -> AU18": 1,
+                                     "L34 -> AU34": 1}
+    assert r["dropped_au_codes"] == {} and r["missing_images"] == 12
+    with pytest.raises(FacialR1Error, match="RAFAU_label.txt:14: unreadable AU code .* got 'L12L'"):
+        convert("rafau", tmp_path, tmp_path / "out2", strict=True)
+
+
+def test_rafau_codes_facs_lacks(tmp_path):
+    # codes outside the scored table: 3 (never assigned) and 62 (eyes right, not scored) are dropped
+    # from their row and counted; a line left with no scored AU is dropped and counted
+    (tmp_path / "RAFAU_label.txt").write_text("0004.jpg 4+62+3\n0005.jpg 62\n")
+    r = convert("rafau", tmp_path, tmp_path / "out")
+    assert [s["AUs"] for s in read_jsonl(tmp_path / "out/all.jsonl")] == [["AU4"]]
+    assert r["dropped_au_codes"] == {str(tmp_path / "RAFAU_label.txt"): {"unknown": {"AU3": 1}, "not_scored": {"AU62": 2}}}
+    assert accounted(r) == {"no scored FACS AU left on the line": 1}
 
 
 def faba_record(task, i, source, answer, question):
@@ -330,6 +370,22 @@ def test_fea20k_real_codes_convert_and_evaluate_without_losing_a_row(tmp_path):
     assert m["n"] == m["n_au"] == m["n_emotion"] == 3
     assert m["au_f1"] == 1.0 and set(m["au"]["per_au"]) == {"AU6", "AU8", "AU12", "AU14", "AU19", "AU30", "AU31", "AU33"}
     assert m["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_cli_convert_prints_the_summary(tmp_path, capsys, caplog):
+    from facial_r1.cli import main
+
+    (tmp_path / "RAFAU_label.txt").write_text(RAFAU_LINES)
+    with caplog.at_level("INFO"):
+        assert main(["data", "convert", "--format", "rafau", "--input", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"] == {"read": 15, "written": 13, "dropped": 2}
+    assert "rafau: 15 rows read, 13 written (all 13), 2 dropped" in caplog.text
+    assert "dropped 1: unreadable AU code (line dropped, not guessed)" in caplog.text
+    assert json.loads((tmp_path / "out/convert_report.json").read_text())["rows"] == report["rows"]
+    assert main(["data", "convert", "--format", "rafau", "--input", str(tmp_path), "--out", str(tmp_path / "o2"),
+                 "--strict"]) == 1
+    assert "unreadable AU code" in capsys.readouterr().err
 
 
 def test_unknown_format(tmp_path):
