@@ -166,17 +166,20 @@ def test_affectnet_train_set_val_set_npy(tmp_path):
     assert (test["labels"], test["image"]) == (["Anger"], "val_set/images/0.jpg")
 
 
-def write_disfa(root, subjects):
+DISFA_CODED = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)  # the release's 12 label files
+
+
+def write_disfa(root, subjects, frames=(1, 2)):
+    # ActionUnit_Labels/SN001/SN001_au1.txt ..., lines 'frame,intensity', frames counted from 1
+    # (CVI-SZU/ME-GraphAU tool/DISFA_image_label_process.py: frameIdx, AUIntensity = lines.split(','))
     for sn, rows in subjects.items():
         d = root / "ActionUnit_Labels" / sn
         d.mkdir(parents=True)
-        for au in (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26):  # the release's 12 label files
-            (d / f"{sn}_au{au}.txt").write_text("\n".join(f"{fr},{rows.get((fr, au), 0)}" for fr in (1, 2)) + "\n")
+        for au in DISFA_CODED:
+            (d / f"{sn}_au{au}.txt").write_text("\n".join(f"{fr},{rows.get((fr, au), 0)}" for fr in frames) + "\n")
 
 
 def test_disfa_threshold_and_folds(tmp_path):
-    # ActionUnit_Labels/SN001/SN001_au1.txt ..., lines 'frame,intensity' (CVI-SZU/ME-GraphAU
-    # OpenGraphAU/tool/dataset_process.py: frameIdx, AUIntensity = lines.split(','))
     write_disfa(tmp_path, {"SN001": {(1, 12): 2, (1, 6): 1, (2, 26): 5, (2, 15): 3}, "SN002": {}, "SN003": {(1, 4): 3}})
     r = convert("disfa", tmp_path, tmp_path / "out", folds=3)
     rows = {s["id"]: s for s in read_jsonl(tmp_path / "out/all.jsonl")}
@@ -186,17 +189,77 @@ def test_disfa_threshold_and_folds(tmp_path):
     assert rows["disfa-SN001-00001"]["meta_info"]["subject"] == "SN001"
     folds = [read_jsonl(tmp_path / f"out/fold{i}.jsonl") for i in (1, 2, 3)]
     assert [sorted({s["meta_info"]["subject"] for s in f}) for f in folds] == [["SN001"], ["SN002"], ["SN003"]]
-    assert r["missing_images"] == 6
+    assert r["missing_images"] == 6 and accounted(r) == {}
+    assert r["disfa"]["frame_numbering"] == {"no frame images found (paths assume numbered from 1 (image n holds "
+                                             "label frame n))": ["SN001", "SN002", "SN003"]}
+    r = convert("disfa", tmp_path, tmp_path / "out1", intensity_threshold=1)  # OpenGraphAU's >= 1
+    assert {s["id"]: s["AUs"] for s in read_jsonl(tmp_path / "out1/all.jsonl")}["disfa-SN001-00001"] == ["AU6", "AU12"]
 
 
-def test_disfa_bad_row(tmp_path):
-    write_disfa(tmp_path, {"SN001": {}})
-    (tmp_path / "ActionUnit_Labels/SN001/SN001_au4.txt").write_text("1,0\n2,seven\n")
-    with pytest.raises(FacialR1Error, match="SN001_au4.txt:2: expected 'frame,intensity'"):
-        convert("disfa", tmp_path, tmp_path / "out")
-    (tmp_path / "ActionUnit_Labels/SN001/SN001_au4.txt").unlink()
-    with pytest.raises(FacialR1Error, match=r"SN001: missing label file\(s\) for \['AU4'\]"):
-        convert("disfa", tmp_path, tmp_path / "out")
+def test_disfa_pairs_frames_numbered_from_0_by_pixel_content(tmp_path):
+    # DISFA ships videos; ME-GraphAU pairs label line t with data/DISFA/img/SN001/t.png (its
+    # tool/README.md example `data/DISFA/img/SN001/0.png`, and DISFA_image_label_process.py's
+    # `frame_img_name = fr + '/' + str(i) + '.png'`), i.e. SN001/0.png is label frame 1. Each frame
+    # gets its own grey level, so a row paired with its neighbour's frame shows up in the pixels.
+    write_disfa(tmp_path, {"SN001": {(1, 1): 3, (2, 2): 3, (3, 4): 3}}, frames=(1, 2, 3))
+    (tmp_path / "img/SN001").mkdir(parents=True)
+    for n in range(4):  # PNG keeps the grey level exact; 3.png: a video frame after the last label line
+        Image.fromarray(np.full((8, 8), 40 * (n + 1), np.uint8)).save(tmp_path / "img/SN001" / f"{n}.png")
+    r = convert("disfa", tmp_path, tmp_path / "out")
+    rows = read_jsonl(tmp_path / "out/all.jsonl")
+    assert [(s["meta_info"]["frame"], s["AUs"], s["image"]) for s in rows] == \
+        [(1, ["AU1"], "SN001/0.png"), (2, ["AU2"], "SN001/1.png"), (3, ["AU4"], "SN001/2.png")]
+    assert [pixel(tmp_path / "img" / s["image"]) for s in rows] == [40 * s["meta_info"]["frame"] for s in rows]
+    assert r["image_folder"] == str(tmp_path / "img") and r["missing_images"] == 0
+    assert r["disfa"]["frame_numbering"] == {"numbered from 0 (image n holds label frame n+1)": ["SN001"]}
+
+
+def test_disfa_frames_numbered_from_1_jpg_and_forced_offset(tmp_path):
+    # Frames extracted counting from 1 as .jpg next to ActionUnit_Labels/ (the converter's earlier
+    # layout <subject>/<frame>.jpg); per subject, the numbering that leaves no image unpaired wins.
+    # --frame-offset forces a numbering; images that fit neither are an error naming examples.
+    write_disfa(tmp_path, {"SN002": {(1, 12): 4}, "SN003": {}}, frames=(1, 2))
+    for n in (1, 2):
+        jpg(tmp_path / "SN002" / f"{n}.jpg", 100 + 50 * n)
+    r = convert("disfa", tmp_path, tmp_path / "out")
+    rows = [s for s in read_jsonl(tmp_path / "out/all.jsonl") if s["meta_info"]["subject"] == "SN002"]
+    assert [s["image"] for s in rows] == ["SN002/1.jpg", "SN002/2.jpg"] and rows[0]["AUs"] == ["AU12"]
+    assert [abs(pixel(tmp_path / s["image"]) - (100 + 50 * s["meta_info"]["frame"])) <= 2 for s in rows] == [True, True]
+    assert r["disfa"]["frame_numbering"] == {"numbered from 1 (image n holds label frame n)": ["SN002"],
+                                             "no frame images found (paths assume numbered from 1 (image n holds "
+                                             "label frame n))": ["SN003"]}
+    r = convert("disfa", tmp_path, tmp_path / "out2", frame_offset=-1)
+    assert [s["image"] for s in read_jsonl(tmp_path / "out2/all.jsonl")][:2] == ["SN002/0.jpg", "SN002/1.jpg"]
+    assert r["missing_images"] == 3  # SN002/0.jpg and SN003's two frames
+    for n in (1, 2):
+        (tmp_path / "SN002" / f"{n}.jpg").rename(tmp_path / "SN002" / f"{n + 100}.jpg")
+    with pytest.raises(FacialR1Error, match=r"SN002: the frame images match neither numbering: e.g. \['SN002/101.jpg'"):
+        convert("disfa", tmp_path, tmp_path / "out3")
+
+
+def test_disfa_missing_labels_are_never_off(tmp_path):
+    # A frame missing from a benchmark AU's file is dropped and counted; one missing only from
+    # another AU's file (or whose file is absent) keeps that AU unknown; absent files are reported.
+    write_disfa(tmp_path, {"SN001": {(1, 15): 4, (3, 1): 2}}, frames=(1, 2, 3))
+    labels = tmp_path / "ActionUnit_Labels/SN001"
+    (labels / "SN001_au4.txt").write_text("1,0\n3,0\n")      # frame 2 lacks AU4 (benchmark): dropped
+    (labels / "SN001_au15.txt").write_text("1,4\n2,0\n")     # frame 3 lacks AU15: kept, AU15 unknown
+    (labels / "SN001_au20.txt").unlink()                      # no AU20 file at all: reported, unknown
+    (labels / "SN001_au9.txt").write_text("1,0\n2,seven\n3,0\n")  # unreadable line: frame 2 lacks AU9 too
+    r = convert("disfa", tmp_path, tmp_path / "out")
+    rows = {s["meta_info"]["frame"]: s for s in read_jsonl(tmp_path / "out/all.jsonl")}
+    assert sorted(rows) == [1, 3]
+    assert rows[1]["AUs"] == ["AU15"] and rows[1]["meta_info"]["unknown_aus"] == ["AU20"]
+    assert rows[3]["AUs"] == ["AU1"] and rows[3]["meta_info"]["unknown_aus"] == ["AU15", "AU20"]
+    assert accounted(r) == {"frame without the label of a benchmark AU": 1}
+    assert r["dropped"]["frame without the label of a benchmark AU"]["examples"] == ["SN001 frame 2: 'no label for AU4,AU9,AU20'"]
+    assert r["disfa"]["missing_label_files"] == {"SN001": ["AU20"]} and r["disfa"]["kept_with_unknown_aus"] == 2
+    assert r["disfa"]["unreadable_lines"]["n"] == 1
+    with pytest.raises(FacialR1Error, match=r"SN001: missing label file\(s\) for \['AU20'\]"):
+        convert("disfa", tmp_path, tmp_path / "out2", strict=True)
+    (labels / "SN001_au20.txt").write_text("1,0\n2,0\n3,0\n")
+    with pytest.raises(FacialR1Error, match="SN001_au9.txt:2: expected 'frame,intensity'"):
+        convert("disfa", tmp_path, tmp_path / "out3", strict=True)
 
 
 def test_bp4d(tmp_path):
@@ -386,6 +449,9 @@ def test_cli_convert_prints_the_summary(tmp_path, capsys, caplog):
     assert main(["data", "convert", "--format", "rafau", "--input", str(tmp_path), "--out", str(tmp_path / "o2"),
                  "--strict"]) == 1
     assert "unreadable AU code" in capsys.readouterr().err
+    assert main(["data", "convert", "--format", "rafau", "--input", str(tmp_path), "--out", str(tmp_path / "o3"),
+                 "--frame-offset", "-1"]) == 1
+    assert "--frame-offset and --intensity-threshold apply to disfa" in capsys.readouterr().err
 
 
 def test_unknown_format(tmp_path):

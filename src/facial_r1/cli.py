@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--classes", type=int, default=8, help="AffectNet: 7 or 8 classes")
     c.add_argument("--strict", action="store_true",
                    help="a row or code that cannot be read or mapped is an error (default: dropped and counted)")
+    c.add_argument("--frame-offset", type=int, choices=(-1, 0),
+                   help="DISFA: force the frame numbering: -1 = images numbered from 0 (SN001/0.png is label "
+                        "frame 1), 0 = from 1 (default: detected from the images)")
+    c.add_argument("--intensity-threshold", type=int,
+                   help="DISFA: an AU is on when its intensity is >= this (default 2, the 8-AU benchmark's rule)")
 
     m = sub.add_parser("model", help="models: init-tiny").add_subparsers(dest="model_command", required=True)
     t = m.add_parser("init-tiny", help="build the tiny random Qwen2.5-VL with a locally trained tokenizer")
@@ -325,7 +330,8 @@ def run_data(args) -> int:
         from facial_r1.data.converters import convert
 
         print(json.dumps(convert(args.format, args.input, args.out, folds=args.folds, classes=args.classes,
-                                 strict=args.strict)))
+                                 strict=args.strict, frame_offset=args.frame_offset,
+                                 intensity_threshold=args.intensity_threshold)))
         return 0
     raise FacialR1Error(f"unknown data command {args.data_command}")
 

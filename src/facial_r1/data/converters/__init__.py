@@ -101,7 +101,8 @@ def subject_folds(samples: list[dict], k: int) -> list[list[dict]]:
     return [[s for s in samples if s["meta_info"]["subject"] in g] for g in groups]
 
 
-def convert(fmt: str, input_path: str, out: str, folds: int = 0, classes: int = 8, strict: bool = False) -> dict:
+def convert(fmt: str, input_path: str, out: str, folds: int = 0, classes: int = 8, strict: bool = False,
+            frame_offset: int | None = None, intensity_threshold: int | None = None) -> dict:
     if fmt not in FORMATS:
         raise FacialR1Error(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     src = Path(input_path)
@@ -109,10 +110,14 @@ def convert(fmt: str, input_path: str, out: str, folds: int = 0, classes: int = 
         raise FacialR1Error(f"{src}: no such file or folder")
     if folds and fmt not in ("disfa", "bp4d"):
         raise FacialR1Error("--folds applies to disfa and bp4d (subject-exclusive AU folds)")
+    if (frame_offset is not None or intensity_threshold is not None) and fmt != "disfa":
+        raise FacialR1Error("--frame-offset and --intensity-threshold apply to disfa")
     module = importlib.import_module(f"facial_r1.data.converters.{fmt}")
     kwargs = {"classes": classes} if fmt == "affectnet" else {}
     if fmt == "fer2013":
         kwargs["out"] = Path(out)
+    if fmt == "disfa":
+        kwargs.update(frame_offset=frame_offset, threshold=2 if intensity_threshold is None else intensity_threshold)
     tally = Tally(strict=strict)
     result: Converted = module.convert(src, tally, **kwargs)
     out_dir = Path(out)
