@@ -189,6 +189,12 @@ def test_disfa_threshold_and_folds(tmp_path):
     assert rows["disfa-SN001-00001"]["meta_info"]["subject"] == "SN001"
     folds = [read_jsonl(tmp_path / f"out/fold{i}.jsonl") for i in (1, 2, 3)]
     assert [sorted({s["meta_info"]["subject"] for s in f}) for f in folds] == [["SN001"], ["SN002"], ["SN003"]]
+    # the published folds (ME-GraphAU tool/DISFA_image_label_process.py part1..3, the same subjects as
+    # PyTorch-JAANet data/list/DISFA_part{1,2,3}_path.txt): SN001 and SN002 in part1, SN003 in part3;
+    # fold1 tests on part3, fold3 on part1
+    assert r["paper_folds"] == {"paper_fold1_test": 2, "paper_fold1_train": 4, "paper_fold2_test": 0,
+                                "paper_fold2_train": 6, "paper_fold3_test": 4, "paper_fold3_train": 2}
+    assert {s["meta_info"]["subject"] for s in read_jsonl(tmp_path / "out/paper_fold1_test.jsonl")} == {"SN003"}
     assert r["missing_images"] == 6 and accounted(r) == {}
     assert r["disfa"]["frame_numbering"] == {"no frame images found (paths assume numbered from 1 (image n holds "
                                              "label frame n))": ["SN001", "SN002", "SN003"]}
@@ -278,18 +284,33 @@ def test_bp4d(tmp_path):
     (occ / "F001_T1.csv").write_text("\n".join([header, row(2440, on=("1", "12")), row(2441, unknown=("4",)),
                                                 row(2442, on=("5", "3", "33"))]) + "\n")
     (occ / "M002_T2.csv").write_text("\n".join([header, row(7, on=("23", "24"), unknown=("19",))]) + "\n")
+    (occ / "F007_T1.csv").write_text("\n".join([header, row(643, on=("6", "12")), row(644, on=("12",)), "644,x"]) + "\n")
     jpg(tmp_path / "F001/T1/2440.jpg")
-    r = convert("bp4d", tmp_path, tmp_path / "out", folds=2)
+    jpg(tmp_path / "F007/T1/0643.jpg")  # PyTorch-JAANet data/list/BP4D_part3_path.txt: BP4D/F007/T1/0643.jpg
+    r = convert("bp4d", tmp_path, tmp_path / "out", folds=3)
     rows = {s["id"]: s for s in read_jsonl(tmp_path / "out/all.jsonl")}
     assert rows["bp4d-F001-T1-2440"]["AUs"] == ["AU1", "AU12"] and rows["bp4d-F001-T1-2440"]["image"] == "F001/T1/2440.jpg"
     assert "bp4d-F001-T1-2441" not in rows                      # unknown (9) in a standard AU: dropped
     assert rows["bp4d-F001-T1-2442"]["AUs"] == ["AU5", "AU33"]  # every coded FACS AU kept; "3" is no FACS code
-    assert rows["bp4d-M002-T2-0007"]["AUs"] == ["AU23", "AU24"]  # 9 in a non-standard AU: just not on
+    assert rows["bp4d-M002-T2-0007"]["AUs"] == ["AU23", "AU24"]  # 9 in a non-standard AU: unknown, never off
+    assert rows["bp4d-M002-T2-0007"]["meta_info"]["unknown_aus"] == ["AU19"]
+    assert rows["bp4d-F007-T1-0643"]["image"] == "F007/T1/0643.jpg"
     assert r["dropped_au_codes"] == {str(occ / "F001_T1.csv"): {"unknown": {"AU3": 1}, "not_scored": {}}}
-    assert len(read_jsonl(tmp_path / "out/fold1.jsonl")) == 2 and len(read_jsonl(tmp_path / "out/fold2.jsonl")) == 1
-    (occ / "M002_T2.csv").write_text("Frame,1,2\n1,0,0\n")     # too few AU columns
-    with pytest.raises(FacialR1Error, match="M002_T2.csv:1: expected a header '0,1,2,...'"):
-        convert("bp4d", tmp_path, tmp_path / "out2")
+    assert accounted(r) == {"a 9 (unknown) in a benchmark AU": 1,
+                            "unreadable row (an integer frame and 0/1/9 AU values)": 1}
+    assert r["folds"] == {"fold1": 2, "fold2": 2, "fold3": 1}  # F001 | F007 | M002, sorted
+    # published folds (ME-GraphAU tool/BP4D_image_label_process.py BP4D_Sequence_split, the same as
+    # PyTorch-JAANet data/list/BP4D_part{1,2,3}_path.txt): F001 part1, M002 part2, F007 part3
+    assert r["paper_folds"] == {"paper_fold1_test": 2, "paper_fold1_train": 3, "paper_fold2_test": 1,
+                                "paper_fold2_train": 4, "paper_fold3_test": 2, "paper_fold3_train": 3}
+    (occ / "M002_T2.csv").write_text("Frame,1,2\n1,0,0\n")     # too few AU columns: the file's rows dropped
+    r = convert("bp4d", tmp_path, tmp_path / "out2")
+    assert accounted(r)["file without a '0,1,2,...' header naming the 12 benchmark AU columns"] == 1
+    with pytest.raises(FacialR1Error, match="F007_T1.csv:4: unreadable row .* got '644,x'"):
+        convert("bp4d", tmp_path, tmp_path / "out3", strict=True)
+    (occ / "F007_T1.csv").unlink()
+    with pytest.raises(FacialR1Error, match="M002_T2.csv:1: file without a '0,1,2,...' header"):
+        convert("bp4d", tmp_path, tmp_path / "out4", strict=True)
 
 
 # Lines of the released RAFAU_label.txt, as a published copy of it shows them

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", required=True)
     c.add_argument("--input", required=True, help="the data set's file or folder")
     c.add_argument("--out", required=True, help="output folder (JSONL files and images)")
-    c.add_argument("--folds", type=int, default=0, help="DISFA/BP4D: write N subject-exclusive folds")
+    c.add_argument("--folds", type=int, default=0,
+                   help="DISFA/BP4D: write N subject-exclusive folds (subjects sorted); with 3, also the "
+                        "published folds (paper_fold{1,2,3}_{train,test}.jsonl, ME-GraphAU/JAA-Net lists)")
     c.add_argument("--classes", type=int, default=8, help="AffectNet: 7 or 8 classes")
     c.add_argument("--strict", action="store_true",
                    help="a row or code that cannot be read or mapped is an error (default: dropped and counted)")

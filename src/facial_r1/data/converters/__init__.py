@@ -133,9 +133,9 @@ def convert(fmt: str, input_path: str, out: str, folds: int = 0, classes: int = 
               "dropped_au_codes": result.dropped_aus, "image_folder": str(result.image_root),
               "missing_images": len(result.missing), "missing_examples": result.missing[:20], **tally.notes}
     if folds:
-        everything = [s for v in result.splits.values() for s in v]
-        report["folds"] = {f"fold{i + 1}": write_jsonl(out_dir / f"fold{i + 1}.jsonl", fold)
-                           for i, fold in enumerate(subject_folds(everything, folds))}
+        from facial_r1.data.converters.folds import write_folds
+
+        report.update(write_folds(fmt, [s for v in result.splits.values() for s in v], folds, out_dir))
     (out_dir / "convert_report.json").write_text(json.dumps({**report, "missing": result.missing}, indent=1))
     for line in summary(report):
         log.info(line)
