@@ -407,6 +407,39 @@ def test_faba(tmp_path):
     assert r["missing_images"] == 1  # both tasks share image 1194; 916 is absent
 
 
+def test_faba_eval_records_and_a_bad_record(tmp_path):
+    # FABAInstruct/eval/eval_{au,emotion}_anno.json as EmoLA's eval script reads them
+    # (JackYFL/EmoLA emollava/eval/eval_FABA.py: `img['image'], img['label'], img['gpt4']`,
+    # img['landmark']; AU labels `AU_int_string.split(', ')`; emotion labels `int(img_label)` in
+    # emotions2num's order, else `emotions2num[img_label]`), records without conversations. A record
+    # without an image in train_* is dropped and counted; the folder still converts.
+    root = tmp_path / "data/FABAInstruct"
+    (root / "eval").mkdir(parents=True)
+    (root / "train").mkdir()
+    rel = "AffectNet/AffectNet_v2/77/" + "ab" * 28
+    au = [{"source": "AffectNet", "image": f"FABAInstruct/eval/images/{rel}.jpg", "id": rel, "label": "1, 2, 4",
+           "gpt4": "AU1 - Inner Brow Raiser ... AU2 ... AU4 ...", "landmark": f"FABAInstruct/eval/landmarks/{rel}.npy"}]
+    emotion = [{"image": "FABAInstruct/eval/images/e1.jpg", "id": "e1", "label": 3, "gpt4": "The face looks angry."},
+               {"image": "FABAInstruct/eval/images/e2.jpg", "id": "e2", "label": "Happiness", "gpt4": "A broad smile."}]
+    (root / "eval/eval_au_anno.json").write_text(json.dumps(au))
+    (root / "eval/eval_emotion_anno.json").write_text(json.dumps(emotion))
+    train = [faba_record("emotion", 1, "AffectNet", "The person appears sad.", "What is the emotion?\n<image>"),
+             {"id": "broken", "conversations": []}]
+    (root / "train/train_emotion_anno.json").write_text(json.dumps(train))
+    r = convert("faba", root, tmp_path / "out")
+    assert r["written"] == {"test": 3, "train": 1}
+    assert accounted(r) == {"unreadable record": 1}
+    assert r["dropped"]["unreadable record"]["examples"] == [f"{root / 'train/train_emotion_anno.json'}: record 1: \"no 'image'\""]
+    got = {s["id"]: s for s in read_jsonl(tmp_path / "out/test.jsonl")}
+    a = got[f"faba-au-{rel}"]
+    assert a["AUs"] == ["AU1", "AU2", "AU4"] and a["description"].startswith("AU1 - Inner")
+    assert a["question"] == "What AUs are conveyed by this face?"  # eval_FABA.py's AU question
+    assert got["faba-emotion-e1"]["labels"] == ["Anger"] and got["faba-emotion-e2"]["labels"] == ["Happiness"]
+    assert got["faba-emotion-e1"]["meta_info"]["label_source"] == "label" and got["faba-emotion-e1"]["AUs"] is None
+    with pytest.raises(FacialR1Error, match="train_emotion_anno.json: record 1: unreadable record"):
+        convert("faba", root, tmp_path / "out2", strict=True)
+
+
 def test_faba_explicit_fields_win(tmp_path):
     recs = [{"id": "e1", "image": "emo/1.jpg", "emotion": "happy", "conversations": [
                 {"from": "human", "value": "<image>\nWhat is the facial expression?"},
