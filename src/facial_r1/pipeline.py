@@ -264,7 +264,7 @@ def execute(the: Plan, resume: bool) -> Path:
         with _timed(timings, name):
             result = stage(planned.kind, {"model": fp(values["model"]), "data": [fp(d) for d in values["data_paths"]]},
                            config=values, source=f"{planned.stage.source} ({name})")
-            seen.extend(report_seen(name, planned.stage, result, n_seed, n_pool, synthesized))
+            seen.extend(report.trained_on(name, planned.stage, result, n_seed, n_pool, synthesized))
             if result.get("lora") or the.launch.engine.zero_stage == 3:  # one plain checkpoint, standard layout
                 result = stage(Kind.MERGE, {"model": result["fingerprint"]}, single=True, model=result["model"])
         produced[result["model"]] = result["fingerprint"]
@@ -314,64 +314,10 @@ def execute(the: Plan, resume: bool) -> Path:
         rows.append((report.Row(report.Role.ROUND, label, k), evaluate(model)))
     total = time.monotonic() - t0
     result = report.summarize(rows, p.bootstrap, p.seed or 0)
-    report.write_report(run, result, seen, timings, total, render_rate())
+    report.write_report(run, result, seen, timings, total, report.render_rate())
     if stage.reused:
         log.info("resumed: %d stage(s) reused (%s)", len(stage.reused), ", ".join(stage.reused))
     return run / "report.md"
-
-
-def report_seen(name: str, stage: StageConfig, result: dict, n_seed: int, n_pool: int,
-                synthesized: list) -> list[tuple[str, str, str]]:
-    """The 'what each stage trained on' rows of one training stage, from its resolved config
-    and its result (the processes it ran on)."""
-    values, processes = stage.values, result.get("num_processes", 1)
-    if name in ("sft", "control"):
-        out = _warmup_seen(values.get("miniature") or {}, values, n_seed) if name == "sft" else []
-        if name == "sft":
-            out.append(("SFT", f"{n_seed} seed faces", "reasoning (which cites the AUs and names the emotion)"))
-        else:
-            out.append(("control: SFT continued", f"the same {n_seed} seed faces, {values['max_steps']} more steps",
-                        "reasoning"))
-        return out
-    if name.endswith("sft"):
-        k = name.split()[0].removeprefix("round")
-        return [(f"round {k} SFT", f"{n_seed} seed + {len(synthesized)} synthesized", "reasoning")]
-    label = "GRPO" if name == "grpo" else f"round {name.split()[0].removeprefix('round')} GRPO"
-    return [(label, _grpo_faces(stage, n_pool, processes), "AUs + emotion, only through the rewards")]
-
-
-def _grpo_faces(stage: StageConfig, n_pool: int, processes: int) -> str:
-    """How many pool prompts GRPO's step budget draws: steps x completions per step over all
-    processes / generations per prompt."""
-    steps = stage.get("max_steps")
-    if steps is None or steps < 0:
-        return f"{n_pool} pool faces, {stage.get('num_train_epochs')} epoch(s)"
-    completions = steps * stage.get("per_device_train_batch_size") * stage.get("gradient_accumulation_steps") \
-        * processes
-    prompts = completions // stage.get("num_generations")
-    guided = (stage.values.get("miniature") or {}).get("guided_fraction", 0)
-    share = f", {guided:.0%} with the guided prompt" if guided else ""
-    on = f" on {processes} processes" if processes > 1 else ""
-    return f"{prompts} prompts drawn from {n_pool} pool faces ({steps} steps{on}{share})"
-
-
-def _warmup_seen(mini: dict, values: dict, n_seed: int) -> list[tuple[str, str, str]]:
-    from facial_r1.miniature import instruct_row_count
-
-    seen = []
-    steps = mini.get("vision_warmup_steps", 0)
-    extra, objective = mini.get("vision_warmup_faces", 0), mini.get("vision_warmup_objective", "labels")
-    if steps and objective == "labels":
-        seen.append(("vision warm-start", f"{extra} rendered + {n_seed} seed faces, {steps} steps", "AUs + emotion"))
-    elif steps:
-        seen.append(("vision warm-start", f"{extra} rendered faces, {steps} steps",
-                     "no AU or emotion label (identity, pose, pixels)"))
-    steps = mini.get("instruct_warmup_steps", 0)
-    if steps:
-        seen.append(("instruction warm-start", f"no face: {instruct_row_count(steps, values)} text-only guided "
-                     f"prompts, {steps} steps",
-                     "random AU lists + random emotions (not paired as in faces), with reasoning citing them"))
-    return seen
 
 
 def fingerprint(p: Pipeline) -> str:
@@ -426,13 +372,3 @@ class _timed:
 
     def __exit__(self, *exc):
         self.timings[self.name] = time.monotonic() - self.start
-
-
-def render_rate(n: int = 200) -> float:
-    """SynFACS faces rendered per second on this machine (no writing): a yardstick for wall times."""
-    from facial_r1.data.synfacs import make_sample
-
-    start = time.perf_counter()
-    for i in range(n):
-        make_sample(i, "rate", 112)
-    return n / (time.perf_counter() - start)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from facial_r1 import stats
+from facial_r1.config import StageConfig
 from facial_r1.scoring import METRICS, ScoreTable
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,70 @@ def summarize(rows: list[tuple[Row, ScoreTable | None]], n_boot: int, seed: int)
     diffs = [{"stage": b.label, "vs": a.label, **stats.paired_difference(tb, ta, n_boot, seed)}
              for (b, tb), (a, ta) in pairs]
     return {"rows": out, "diffs": diffs, "n_faces": len(scored[0][1].ids) if scored else 0, "bootstrap": n_boot}
+
+
+def trained_on(name: str, stage: StageConfig, result: dict, n_seed: int, n_pool: int,
+                synthesized: list) -> list[tuple[str, str, str]]:
+    """The 'what each stage trained on' rows of one training stage, from its resolved config
+    and its result (the processes it ran on)."""
+    values, processes = stage.values, result.get("num_processes", 1)
+    if name in ("sft", "control"):
+        out = _warmup_seen(values.get("miniature") or {}, values, n_seed) if name == "sft" else []
+        if name == "sft":
+            out.append(("SFT", f"{n_seed} seed faces", "reasoning (which cites the AUs and names the emotion)"))
+        else:
+            out.append(("control: SFT continued", f"the same {n_seed} seed faces, {values['max_steps']} more steps",
+                        "reasoning"))
+        return out
+    if name.endswith("sft"):
+        k = name.split()[0].removeprefix("round")
+        return [(f"round {k} SFT", f"{n_seed} seed + {len(synthesized)} synthesized", "reasoning")]
+    label = "GRPO" if name == "grpo" else f"round {name.split()[0].removeprefix('round')} GRPO"
+    return [(label, _grpo_faces(stage, n_pool, processes), "AUs + emotion, only through the rewards")]
+
+
+def _grpo_faces(stage: StageConfig, n_pool: int, processes: int) -> str:
+    """How many pool prompts GRPO's step budget draws: steps x completions per step over all
+    processes / generations per prompt."""
+    steps = stage.get("max_steps")
+    if steps is None or steps < 0:
+        return f"{n_pool} pool faces, {stage.get('num_train_epochs')} epoch(s)"
+    completions = steps * stage.get("per_device_train_batch_size") * stage.get("gradient_accumulation_steps") \
+        * processes
+    prompts = completions // stage.get("num_generations")
+    guided = (stage.values.get("miniature") or {}).get("guided_fraction", 0)
+    share = f", {guided:.0%} with the guided prompt" if guided else ""
+    on = f" on {processes} processes" if processes > 1 else ""
+    return f"{prompts} prompts drawn from {n_pool} pool faces ({steps} steps{on}{share})"
+
+
+def _warmup_seen(mini: dict, values: dict, n_seed: int) -> list[tuple[str, str, str]]:
+    from facial_r1.miniature import instruct_row_count
+
+    seen = []
+    steps = mini.get("vision_warmup_steps", 0)
+    extra, objective = mini.get("vision_warmup_faces", 0), mini.get("vision_warmup_objective", "labels")
+    if steps and objective == "labels":
+        seen.append(("vision warm-start", f"{extra} rendered + {n_seed} seed faces, {steps} steps", "AUs + emotion"))
+    elif steps:
+        seen.append(("vision warm-start", f"{extra} rendered faces, {steps} steps",
+                     "no AU or emotion label (identity, pose, pixels)"))
+    steps = mini.get("instruct_warmup_steps", 0)
+    if steps:
+        seen.append(("instruction warm-start", f"no face: {instruct_row_count(steps, values)} text-only guided "
+                     f"prompts, {steps} steps",
+                     "random AU lists + random emotions (not paired as in faces), with reasoning citing them"))
+    return seen
+
+
+def render_rate(n: int = 200) -> float:
+    """SynFACS faces rendered per second on this machine (no writing): a yardstick for wall times."""
+    from facial_r1.data.synfacs import make_sample
+
+    start = time.perf_counter()
+    for i in range(n):
+        make_sample(i, "rate", 112)
+    return n / (time.perf_counter() - start)
 
 
 def _ci(cell: list | None, scale: float = 100.0, signed: bool = False) -> str:
