@@ -5,9 +5,14 @@
 Each (variant, seed) is one `facial-r1 pipeline` run of configs/pipeline/tiny-cpu.yaml with
 the SynFACS seed and the training seed both set to the seed, in its own process (one torch
 thread; `--jobs` runs side by side, one per core). Budgets are steps, so a rerun gives the
-same numbers. Prints, per variant, stage by metric as mean ± sd over seeds, then each paired
-difference per seed with its 95 % CI, and how many seeds have the CI's lower bound above 0.
-This is the CPU test bed: change a reward or a QC rule, add a variant, rerun, compare.
+same numbers. Every run shares a stage cache (`OUT/cache`, launch.py): a stage whose inputs,
+config and source equal one that ran (the SFT of a seed, across variants that change only
+GRPO) is copied, not run again; the first variant runs first for every seed, to fill it.
+Prints, per variant, stage by metric as mean ± sd over seeds, the sampled metrics likewise,
+then each paired difference per seed with its 95 % CI, and how many seeds have the CI's lower
+bound above 0. This is the CPU test bed: change a reward or a QC rule, add a variant, rerun,
+compare. The `shuffled_reward` variant is its own check: GRPO on right labels must beat GRPO
+on face-shuffled labels, or the bed cannot tell a right reward from a wrong one.
 """
 
 from __future__ import annotations
@@ -53,8 +58,24 @@ VARIANTS = {
     "instruct_500_grpo_120": {"sft": {"max_steps": 500, "miniature": {"vision_warmup_steps": 800,
                                                                    "instruct_warmup_steps": 500},
                                       "save_strategy": "no"}, "grpo": {"max_steps": 120, "save_strategy": "no"}},
+    # --- GRPO's gain (issue 27): each changes GRPO only, so SFT and its eval come from the cache ---
+    "grpo_only": {"rounds": 0},  # the main job's GRPO, no rounds: the reference of the rows below
+    # the test bed's negative control: the same GRPO, its rewards on face-shuffled labels
+    "shuffled_reward": {"rounds": 0, "shuffled_control": True},
+    # the GRPO cap of before (96 tokens, truncated completions punished, not masked)
+    "truncated_96": {"rounds": 0, "grpo": {"max_completion_length": 96, "mask_truncated_completions": False},
+                     "eval_max_new_tokens": 96},
+    # more analysis faces per step: 8 prompts x 4 generations, a quarter guided
+    "prompts_8x4": {"rounds": 0, "grpo": {"num_generations": 4, "miniature": {"guided_fraction": 0.25}}},
+    "lr_3e-4": {"rounds": 0, "grpo": {"learning_rate": 3.0e-4}},
+    "steps_160": {"rounds": 0, "grpo": {"max_steps": 160}},
+    "au_weight_2": {"rounds": 0, "grpo": {"reward_weights": [2.0, 1.0, 1.0]}},
+    "normalize_then_sum": {"rounds": 0, "grpo": {"multi_objective_aggregation": "normalize_then_sum"}},
+    "au_inverse_freq": {"rounds": 0, "grpo": {"rewards": ["au_f1_inverse_freq", "accuracy", "format"]}},
+    "freeze_vision": {"rounds": 0, "grpo": {"freeze_vision": True}},
 }
-KEYS = ("au_f1", "accuracy", "rouge_l", "format_rate")
+KEYS = ("au_f1", "accuracy", "emotion_f1", "cited_per_gold", "rouge_l", "format_rate")
+SAMPLED_KEYS = ("mean_acc", "maj_acc", "pass_acc", "pass_acc_shuffled", "mean_au_f1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="pipelines side by side (one core each)")
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
-    runs = [(v, s) for v in args.variants for s in seeds]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        results = dict(zip(runs, pool.map(lambda r: run(*r, Path(args.out)), runs)))
+    results = {}
+    for batch in (args.variants[:1], args.variants[1:]):  # the first fills the stage cache for the rest
+        runs = [(v, s) for v in batch for s in seeds]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results.update(zip(runs, pool.map(lambda r: run(*r, Path(args.out)), runs)))
     text = "\n".join(summary(v, {s: results[(v, s)] for s in seeds}) for v in args.variants)
     print(text)
     Path(args.out, "ablation.md").write_text(text)
@@ -87,7 +110,7 @@ def parse_seeds(values: list[str]) -> list[int]:
 
 def run(variant: str, seed: int, out: Path) -> dict:
     run_dir = out / f"{variant}-seed{seed}"
-    overrides = {**VARIANTS[variant], "run_dir": str(run_dir), "seed": seed}
+    overrides = {**VARIANTS[variant], "run_dir": str(run_dir), "seed": seed, "stage_cache": str(out / "cache")}
     synfacs = {**_read_config()["synfacs"], "seed": seed}
     cmd = [sys.executable, "-m", "facial_r1.cli", "pipeline", "--config", CONFIG, "--synfacs", json.dumps(synfacs)]
     for k, v in overrides.items():
@@ -120,19 +143,24 @@ def _read_config() -> dict:
 
 
 def summary(variant: str, by_seed: dict[int, dict]) -> str:
-    """Stage by metric, mean ± sd over seeds (points); then the paired differences per seed."""
+    """Stage by metric, mean ± sd over seeds (points; AUs cited per true AU as a ratio); the
+    sampled metrics likewise; then the paired differences per seed."""
     first = next(iter(by_seed.values()))
     lines = [f"### {variant} (seeds {', '.join(map(str, by_seed))})", "",
              "| stage | " + " | ".join(KEYS) + " |", "|---|" + "---|" * len(KEYS)]
     for i, row in enumerate(first["rows"]):
-        if "au_f1" not in row:
-            continue
-        cells = []
-        for k in KEYS:
-            vals = [100 * m["rows"][i][k][0] for m in by_seed.values() if len(m["rows"]) > i and k in m["rows"][i]]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            cells.append(f"{statistics.mean(vals):.1f} ± {sd:.1f}")
-        lines.append(f"| {_short(row['stage'])} | " + " | ".join(cells) + " |")
+        if "au_f1" in row:
+            cells = [_mean_sd([m["rows"][i].get(k) for m in by_seed.values() if len(m["rows"]) > i], k) for k in KEYS]
+            lines.append(f"| {_short(row['stage'])} | " + " | ".join(cells) + " |")
+    sampled = [(i, row) for i, row in enumerate(first["rows"]) if "sampled" in row]
+    if sampled:
+        k = sampled[0][1]["sampled"]["k"]
+        lines += ["", f"| stage (sampled, {k} per face on {sampled[0][1]['sampled']['faces']} faces) | "
+                  + " | ".join(SAMPLED_KEYS) + " |", "|---|" + "---|" * len(SAMPLED_KEYS)]
+        for i, row in sampled:
+            cells = [_mean_sd([m["rows"][i]["sampled"].get(key) for m in by_seed.values() if len(m["rows"]) > i], key)
+                     for key in SAMPLED_KEYS]
+            lines.append(f"| {_short(row['stage'])} | " + " | ".join(cells) + " |")
     lines += ["", "| paired difference | Δ AU F1 per seed [95 % CI] | Δ accuracy per seed [95 % CI] | "
               "seeds with AU F1 / acc CI > 0 |", "|---|---|---|---|"]
     for j, d in enumerate(first["diffs"]):
@@ -143,6 +171,16 @@ def summary(variant: str, by_seed: dict[int, dict]) -> str:
         lines.append(f"| {_short(d['stage'])} vs {_short(d['vs'])} | {cell['au_f1']} | {cell['accuracy']} | "
                      f"{wins} of {len(per)} |")
     return "\n".join(lines) + "\n"
+
+
+def _mean_sd(cells: list, key: str) -> str:
+    """mean ± sd over seeds of [value, low, high] cells (points, or a ratio for AUs cited per true)."""
+    scale, digits = (1, 2) if key == "cited_per_gold" else (100, 1)
+    vals = [scale * c[0] for c in cells if c]
+    if not vals:
+        return "-"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}"
 
 
 def _short(stage: str) -> str:

@@ -86,3 +86,14 @@ def test_the_fingerprint_covers_stage_configs_and_the_source(tmp_path, monkeypat
     one = pipeline.fingerprint(p)
     (package / "a.py").write_text("x = 2\n")
     assert pipeline.fingerprint(p) != one
+
+
+def test_summary_gives_the_sampled_metrics_and_the_ratio_unscaled():
+    def run(acc, ratio):
+        row = {"stage": "+ GRPO", "au_f1": [0.4, 0.3, 0.5], "cited_per_gold": [ratio, ratio, ratio],
+               "sampled": {"k": 8, "faces": 200, "pass_acc": [acc, acc, acc]}}
+        return {"rows": [row], "diffs": []}
+    text = ablation.summary("main", {0: run(0.5, 0.9), 1: run(0.7, 1.1)})
+    assert "| stage (sampled, 8 per face on 200 faces) | mean_acc | maj_acc | pass_acc |" in text
+    assert "| + GRPO | - | - | 60.0 ± 14.1 | - | - |" in text  # only pass@8 was sampled
+    assert "| 1.00 ± 0.14 |" in text  # AUs cited per true AU: a ratio, not points

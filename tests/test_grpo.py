@@ -168,3 +168,16 @@ def test_au_rarity_weighting_with_group_scaling_is_refused(synfacs_small, tmp_pa
         grpo.main("configs/grpo/tiny-cpu.yaml", {
             "model": "unused", "data_paths": [str(synfacs_small / "train.jsonl")], "image_folders": [str(synfacs_small)],
             "output_dir": str(tmp_path / "g"), "au_rarity_weighting": True, "scale_rewards": "group"})
+
+
+def test_shuffled_labels_keep_the_marginals_and_break_every_pairing():
+    """The negative control's labels: every row gets another row's AUs and emotion together."""
+    samples = [{"id": str(i), "AUs": [f"AU{i}"], "labels": [e]} for i, e in
+               enumerate(["Anger", "Fear", "Happiness", "Sadness", "Surprise", "Disgust"])]
+    out = grpo.shuffled_labels(samples, seed=3)
+    assert sorted(s["labels"][0] for s in out) == sorted(s["labels"][0] for s in samples)  # same marginals
+    assert all(o["labels"] != s["labels"] for o, s in zip(out, samples))  # no row keeps its own
+    pairs = {(s["AUs"][0], s["labels"][0]) for s in samples}
+    assert all((o["AUs"][0], o["labels"][0]) in pairs for o in out)  # AUs and emotion move together
+    assert [o["id"] for o in out] == [s["id"] for s in samples] and samples[0]["labels"] == ["Anger"]  # input kept
+    assert grpo.shuffled_labels(samples, seed=3) == out  # seeded

@@ -9,24 +9,42 @@ from facial_r1.errors import FacialR1Error
 
 
 def test_report_tables_and_plot(tmp_path):
-    rows = [{"stage": "SFT", "au_f1": [0.5, 0.45, 0.55], "accuracy": [0.25, 0.2, 0.3], "rouge_l": [0.4, 0.38, 0.42],
-             "format_rate": [1.0, 1.0, 1.0]},
-            {"stage": "+ GRPO", "au_f1": [0.6, 0.55, 0.65], "accuracy": [0.3, 0.25, 0.35],
-             "rouge_l": [0.4, 0.38, 0.42], "format_rate": [0.9, 0.85, 0.95]},
+    rows = [{"stage": "SFT", "au_f1": [0.5, 0.45, 0.55], "accuracy": [0.25, 0.2, 0.3], "emotion_f1": [0.2, 0.1, 0.3],
+             "rouge_l": [0.4, 0.38, 0.42], "format_rate": [1.0, 1.0, 1.0], "cited_per_gold": [1.1, 1.0, 1.2],
+             "sampled": {"k": 8, "faces": 100, "mean_acc": [0.3, 0.25, 0.35], "pass_acc": [0.6, 0.5, 0.7]}},
+            {"stage": "+ GRPO", "au_f1": [0.6, 0.55, 0.65], "accuracy": [0.3, 0.25, 0.35], "emotion_f1": None,
+             "rouge_l": [0.4, 0.38, 0.42], "format_rate": [0.9, 0.85, 0.95], "cited_per_gold": [0.9, 0.85, 0.95],
+             "sampled": {"k": 8, "faces": 100, "mean_acc": [0.4, 0.35, 0.45], "pass_acc": [0.62, 0.5, 0.7]}},
             {"stage": "round 1: nothing kept, stopped"}]
     diffs = [{"stage": "+ GRPO", "vs": "SFT", "au_f1": [0.1, 0.02, 0.18], "accuracy": [0.05, -0.01, 0.1],
-              "rouge_l": [0.0, 0.0, 0.0], "format_rate": [-0.1, -0.15, -0.05]}]
+              "emotion_f1": None, "rouge_l": [0.0, 0.0, 0.0], "format_rate": [-0.1, -0.15, -0.05],
+              "cited_per_gold": [-0.2, -0.3, -0.1],
+              "sampled": {"mean_acc": [0.1, 0.05, 0.15], "pass_acc": [0.02, -0.1, 0.1]}}]
     result = {"rows": rows, "diffs": diffs, "n_faces": 600, "bootstrap": 1000}
     table = report.report_table(result)
-    assert "| SFT | 50.0 [45.0, 55.0] | 25.0 [20.0, 30.0] | 40.0 [38.0, 42.0] | 100.0 [100.0, 100.0] |" in table
-    assert "| round 1: nothing kept, stopped | - | - | - | - |" in table
-    assert "| + GRPO | SFT | +10.0 [+2.0, +18.0] | +5.0 [-1.0, +10.0] |" in report.diff_table(result)
+    # percent for scores, a ratio for AUs cited per true AU, '-' where a metric is not scored
+    assert ("| SFT | 50.0 [45.0, 55.0] | 25.0 [20.0, 30.0] | 20.0 [10.0, 30.0] | 40.0 [38.0, 42.0] | "
+            "100.0 [100.0, 100.0] | 1.10 [1.00, 1.20] |") in table
+    assert "| + GRPO | 60.0 [55.0, 65.0] | 30.0 [25.0, 35.0] | - |" in table
+    assert "| round 1: nothing kept, stopped | - | - | - | - | - | - |" in table
+    assert "| + GRPO | SFT | +10.0 [+2.0, +18.0] | +5.0 [-1.0, +10.0] | - |" in report.diff_table(result)
+    assert "| -0.20 [-0.30, -0.10] |" in report.diff_table(result)
+    sampled = report.sampled_tables(result)
+    assert "8 completions on each of the first 100 held-out faces" in sampled
+    assert "| stage | mean@8 acc | pass@8 acc |" in sampled  # only the metrics the rows have
+    assert "| + GRPO | 40.0 [35.0, 45.0] | 62.0 [50.0, 70.0] |" in sampled
+    assert "| + GRPO | SFT | +10.0 [+5.0, +15.0] | +2.0 [-10.0, +10.0] |" in sampled
+    assert report.sampled_tables({"rows": rows[2:], "diffs": []}) == ""
+    per_au = report.per_au_table({"SFT": {"AU12": 0.5, "AU4": 0.25}, "+ GRPO": {"AU4": 0.75}})
+    assert "| stage | AU4 | AU12 |" in per_au and "| + GRPO | 75 | - |" in per_au  # AUs in FACS order
     seen = [("SFT", "300 seed faces", "reasoning")]
-    report.write_report(tmp_path, result, seen, {"sft": 10.0}, 12.0, 250.0)
+    report.write_report(tmp_path, result, seen, {"sft": 10.0}, 12.0, 250.0, cached=["01-sft.json"],
+                        per_au={"SFT": {"AU12": 0.5}})
     assert (tmp_path / "metrics.png").stat().st_size > 1000
     text = (tmp_path / "report.md").read_text()
     assert "| **total** | **12** |" in text and "| SFT | 300 seed faces | reasoning |" in text
-    assert "renders 250 SynFACS faces/s" in text
+    assert "renders 250 SynFACS faces/s" in text and "stage cache (same inputs and source, run before): 01-sft.json" in text
+    assert "## F1 per AU" in text and "## Sampled at the training temperature" in text
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -38,6 +56,11 @@ def test_report_tables_and_plot(tmp_path):
     ({"grpo": {"max_steps": 2, "miniature": {"vision_warmup_steps": 3}}}, r"grpo: miniature: warm-starts belong"),
     ({"synthesis": {"qc": {"au_f1": 0.5}}}, r"synthesis: .*unexpected keyword argument 'au_f1'"),
     ({"synthesis": {"engine": "sglang"}}, "unknown engine 'sglang'"),
+    # GRPO must not cut what eval scores whole (it would teach shorter reasoning)
+    ({"grpo": {"max_completion_length": 96}}, r"grpo: max_completion_length 96 is under eval_max_new_tokens 128"),
+    ({"round_grpo": {"max_steps": 1, "max_completion_length": 64}}, r"round1 grpo: max_completion_length 64 is under"),
+    ({"grpo": {"reward_labels": "random"}}, r"grpo: reward_labels must be own or shuffled, got 'random'"),
+    ({"grpo": {"rewards": ["au_f1", "acc"]}}, r"grpo: unknown reward\(s\) \['acc'\]"),
     # budgets in steps: missing, zero, negative or not a whole number, named by key
     ({"sft": {"max_steps": 0}}, r"sft: max_steps must be a positive integer, got 0"),
     ({"grpo": {"max_steps": -5}}, r"grpo: max_steps must be a positive integer, got -5"),
@@ -81,9 +104,9 @@ REDUCED = {
     "synfacs": {"n": 90, "seed": 3, "test_fraction": 0.33, "reasoning_fraction": 0.4},
     "sft": {"max_steps": 3, "miniature": {"vision_warmup_steps": 2, "vision_warmup_faces": 16, "instruct_warmup_steps": 2},
             "save_strategy": "no"},
-    "grpo": {"max_steps": 2, "max_completion_length": 24, "save_strategy": "no"},
+    "grpo": {"max_steps": 2, "max_completion_length": 32, "save_strategy": "no"},
     "round_sft": {"max_steps": 2, "save_strategy": "no"},
-    "round_grpo": {"max_steps": 1, "max_completion_length": 24, "save_strategy": "no"},
+    "round_grpo": {"max_steps": 1, "max_completion_length": 32, "save_strategy": "no"},
     "rounds": 2, "bootstrap": 200,
     "synthesis": {"attempts": 2, "max_new_tokens": 32, "qc": {"dedup_threshold": 1.01}},
     "eval_max_new_tokens": 32,
@@ -282,3 +305,47 @@ def test_a_pipeline_killed_in_round_2_resumes_where_it_stopped(guided_model, tmp
     got = json.loads((run / "metrics.json").read_text())
     assert got["rows"] == want["rows"] and got["diffs"] == want["diffs"]
     assert [r["stage"] for r in got["rows"]][-1].startswith("+ round 2 (")
+
+
+def test_stage_cache_shuffled_control_and_sampled_metrics(tmp_path, caplog):
+    """Three runs in other folders share a stage cache. The second, with the same settings,
+    copies every training and eval stage and gives the first's numbers to the digit; the third
+    changes only GRPO, so SFT, the control and their evals are copied and GRPO runs. Each run has
+    the shuffled-label GRPO control, paired with GRPO, and the sampled metrics on 6 faces."""
+    caplog.set_level("INFO", logger="facial_r1")
+    cache = str(tmp_path / "cache")
+    small = {**REDUCED, "rounds": 0, "shuffled_control": True, "sample_faces": 6, "samples_per_face": 3,
+             "stage_cache": cache}
+    runs = {}
+    for name, grpo in (("a", {}), ("b", {}), ("c", {"max_steps": 3})):
+        report_ = pipeline.main("configs/pipeline/tiny-cpu.yaml", {**small, "run_dir": str(tmp_path / name),
+                                                                   "grpo": {**REDUCED["grpo"], **grpo}})
+        runs[name] = json.loads((report_.parent / "metrics.json").read_text())
+    a, b, c = runs["a"], runs["b"], runs["c"]
+    assert a["cached_stages"] == []
+    # SFT, eval, control, eval, shuffled GRPO, eval, GRPO, eval: all copied
+    assert len(b["cached_stages"]) == 8 and b["rows"] == a["rows"] and b["diffs"] == a["diffs"]
+    assert "copied from the stage cache" in caplog.text
+    assert (tmp_path / "b" / "sft" / "eval" / "predictions.jsonl").read_text() == \
+        (tmp_path / "a" / "sft" / "eval" / "predictions.jsonl").read_text()
+    # c: GRPO 3 steps, the control too (as many steps as GRPO): SFT and its eval copied, nothing else
+    assert c["cached_stages"] == ["01-sft.json", "02-eval.json"]
+    assert json.loads((tmp_path / "c" / "grpo" / "trainer_state.json").read_text())["global_step"] == 3
+    assert [r["stage"] for r in a["rows"]] == ["SFT", "control: SFT only, +2 steps",
+                                               "control: GRPO, rewards on shuffled labels", "+ GRPO"]
+    assert ("+ GRPO", "control: GRPO, rewards on shuffled labels") in [(d["stage"], d["vs"]) for d in a["diffs"]]
+    assert ("control: GRPO on shuffled labels", "8 prompts drawn from 36 pool faces (2 steps, 50% with the guided "
+            "prompt)", "another face's AUs + emotion (a derangement of the pool), through the rewards") \
+        in map(tuple, a["trained_on"])
+    for row in a["rows"]:
+        assert row["sampled"]["k"] == 3 and row["sampled"]["faces"] == 6
+        for key in ("mean_acc", "maj_acc", "pass_acc", "pass_acc_shuffled", "mean_au_f1"):
+            value, low, high = row["sampled"][key]
+            assert 0 <= low <= value <= high <= 1
+        assert row["sampled"]["mean_acc"][0] <= row["sampled"]["pass_acc"][0]
+    samples = [json.loads(x) for x in (tmp_path / "a" / "grpo" / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 6 and all(len(s["completions"]) == 3 for s in samples)
+    assert samples[0]["temperature"] == 0.8  # the GRPO stage's temperature
+    assert all("sampled" in d for d in a["diffs"])
+    text = (tmp_path / "a" / "report.md").read_text()
+    assert "## Sampled at the training temperature (3 completions on each of the first 6 held-out faces)" in text

@@ -118,3 +118,32 @@ def test_reward_weight_column_multiplies_every_reward():
     assert format_reward([ANGER, ANGER], reward_weight=w) == [0.0, 2.5]
     assert accuracy_reward([ANGER, ANGER], labels=[["Anger"], []], reward_weight=w) == [0.0, None]
     assert au_f1_reward([ANGER, ANGER], AUs=[["AU4", "AU7"], ["AU4", "AU7"]], reward_weight=w) == [0.0, 2.5]
+
+
+# gold AUs of the GRPO rows the weights come from: AU12 3 times, AU4 once (weights 0.5 and 1.5)
+ROWS = [["AU12"], ["AU12"], ["AU12", "AU4"]]
+
+
+@pytest.mark.parametrize("completion, gold, expected", [
+    ("<think>(AU12) (AU4)</think>", ["AU12", "AU4"], 1.0),     # exact
+    ("<think>(AU12)</think>", ["AU12", "AU4"], 2 * 0.5 / (0.5 + 2.0)),  # the common AU only: 0.4
+    ("<think>(AU4)</think>", ["AU12", "AU4"], 2 * 1.5 / (1.5 + 2.0)),   # the rare AU only: 0.857
+    ("<think>(AU12) (AU9)</think>", ["AU12"], 2 * 0.5 / (0.5 + 1.5 + 0.5)),  # AU9 never true: weighs as the rarest
+    ("<think>calm</think>", [], 1.0),                           # nothing cited, nothing true
+    ("<think>calm</think>", None, None),                        # no AU labels: skipped
+])
+def test_inverse_frequency_au_reward(completion, gold, expected):
+    fn = resolve_rewards(["au_f1_inverse_freq"], None, ROWS)[0][0]
+    assert fn([completion], AUs=[gold]) == [pytest.approx(expected) if expected is not None else None]
+
+
+@settings(max_examples=200, deadline=None)
+@given(cited=st.sets(st.sampled_from(["AU1", "AU4", "AU12", "AU25"])),
+       gold=st.sets(st.sampled_from(["AU1", "AU4", "AU12", "AU25"])))
+def test_inverse_frequency_au_reward_is_an_f1(cited, gold):
+    """In [0, 1]; 1 exactly when the cited set is the gold set; equal weights give the plain F1."""
+    text = "<think>" + " ".join(f"({a})" for a in sorted(cited)) + "</think><answer>Anger</answer>"
+    rare = resolve_rewards(["au_f1_inverse_freq"], None, ROWS)[0][0]([text], AUs=[sorted(gold)])[0]
+    assert 0.0 <= rare <= 1.0 and (rare == pytest.approx(1.0)) == (cited == gold)
+    even = resolve_rewards(["au_f1_inverse_freq"], None, [["AU1", "AU4", "AU12", "AU25"]])[0][0]
+    assert even([text], AUs=[sorted(gold)]) == pytest.approx(au_f1_reward([text], AUs=[sorted(gold)]))

@@ -124,3 +124,32 @@ def test_the_pipeline_report_takes_a_partly_labelled_test_set(tmp_path):
     assert result["rows"][0]["accuracy"][0] == pytest.approx(0.75)
     report.write_report(tmp_path, result, [], {}, 1.0, 1.0)
     assert "| SFT | 83.3 [" in (tmp_path / "report.md").read_text()
+
+
+def test_sampled_table_hand_computed():
+    """3 completions per face: mean@3, maj@3, pass@3, pass@3 on a face-shuffled labelling, mean AU set-F1."""
+    from facial_r1.scoring import sampled_table
+
+    samples = [sample(0, ["AU1", "AU2"], "Surprise"), sample(1, ["AU4"], "Anger"), sample(2, ["AU12"], "Happiness")]
+    def t(aus, answer):
+        return "<think>" + " ".join(f"({a})" for a in aus) + f"</think><answer>{answer}</answer>"
+    completions = [[t(["AU1", "AU2"], "Surprise"), t(["AU1"], "Fear"), t([], "Surprise")],   # 2 of 3 right
+                   [t(["AU4"], "Fear"), t(["AU4"], "Fear"), t(["AU4"], "Anger")],             # right once, majority wrong
+                   [t(["AU12"], "Sadness"), t(["AU12"], "Anger"), t(["AU12"], "Fear")]]       # never right
+    table = sampled_table(samples, completions, "synfacs", seed=0)
+    v = table.values
+    assert table.k == 3
+    assert list(v["mean_acc"]) == pytest.approx([2 / 3, 1 / 3, 0])
+    assert list(v["maj_acc"]) == [1, 0, 0] and list(v["pass_acc"]) == [1, 1, 0]
+    assert list(v["mean_au_f1"]) == pytest.approx([(1 + 2 / 3 + 0) / 3, 1, 1])
+    # the shuffled labelling is a derangement: each face is judged by another face's emotion
+    order = np.random.default_rng(0).permutation(3)
+    gold = ["Surprise", "Anger", "Happiness"]
+    shuffled = {int(order[i]): gold[order[(i + 1) % 3]] for i in range(3)}
+    assert all(shuffled[i] != gold[i] for i in range(3))
+    want = [float(any(f"<answer>{shuffled[i]}</answer>" in c for c in completions[i])) for i in range(3)]
+    assert list(v["pass_acc_shuffled"]) == want
+    ci = stats.bootstrap_means(v, n=200, seed=0)
+    assert ci["pass_acc"][0] == pytest.approx(2 / 3) and ci["pass_acc"][1] <= 2 / 3 <= ci["pass_acc"][2]
+    d = stats.paired_means(v, v, n=50, seed=0)
+    assert all(d[k] == [0.0, 0.0, 0.0] for k in v)

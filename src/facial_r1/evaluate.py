@@ -63,6 +63,31 @@ def predict(model, processor, samples: list[dict], prompt_style: str = "full", b
     return out
 
 
+def sample_completions(model, processor, samples: list[dict], prompt_style: str, k: int, temperature: float,
+                       max_new_tokens: int, batch_size: int = 16, seed: int = 0) -> list[list[str]]:
+    """k sampled completions per face at `temperature`, each batch seeded (seed + its index), so
+    the same call draws the same texts. A face whose image fails to load gets k empty ones."""
+    from facial_r1.generation import generate
+
+    per = max(1, batch_size // k)  # faces per batch, k copies each
+    out: list[list[str]] = []
+    for b, i in enumerate(range(0, len(samples), per)):
+        batch, images = [], []
+        for s in samples[i:i + per]:
+            try:
+                images.append(load_image(s["image_path"], s["id"]))
+                batch.append(s)
+            except FacialR1Error as e:
+                log.warning("%s", e)
+        texts = iter(generate(model, processor, [im for im in images for _ in range(k)],
+                              [analysis_prompt(s["question"], prompt_style) for s in batch for _ in range(k)],
+                              max_new_tokens, do_sample=True, temperature=temperature, seed=seed + b)
+                     if batch else [])
+        kept = {id(s) for s in batch}
+        out += [[next(texts) for _ in range(k)] if id(s) in kept else [""] * k for s in samples[i:i + per]]
+    return out
+
+
 def score(samples: list[dict], completions: list[str], protocol: str = "fea", stem: bool = True) -> dict:
     """Corpus metrics of completions against the samples' AUs, labels and descriptions, from the
     scoring table the bootstrap also reads (scoring.py): each task on the rows it can score."""
@@ -77,6 +102,10 @@ def score(samples: list[dict], completions: list[str], protocol: str = "fea", st
                                       [set(samples[i]["AUs"]) for i in rows], table.aus)
             if values["au_f1"] is not None:  # None: no AU of the subset has a gold positive
                 result["au_f1"] = values["au_f1"]
+            subset = set(table.aus)
+            n_gold = sum(len(set(samples[i]["AUs"]) & subset) for i in rows)
+            if n_gold:  # AUs cited per AU true (1.0: as many as gold), over the subset
+                result["cited_per_gold"] = sum(len(set(table.parsed[i].aus) & subset) for i in rows) / n_gold
     if table.classes:
         rows = np.flatnonzero(table.labelled)
         result["n_emotion"] = len(rows)
@@ -85,6 +114,7 @@ def score(samples: list[dict], completions: list[str], protocol: str = "fea", st
             result["emotion"] = emotion_metrics([table.parsed[i].answer for i in rows],
                                                 [samples[i]["labels"][0] for i in rows], table.classes)
             result["accuracy"] = values["accuracy"]
+            result["emotion_f1"] = result["emotion"]["macro_f1"]
     result["n_description"] = int(table.has_description.sum())
     if values["rouge_l"] is not None:
         result["rouge_l"] = values["rouge_l"]
@@ -166,9 +196,12 @@ def confusion_png(metrics: dict, path: Path) -> Path | None:
 def main(model: str, data: str, image_folders: list[str], protocol: str, out: str, batch_size: int = 16,
          max_new_tokens: int | None = None, prompt_style: str | None = None, judge_url: str | None = None,
          judge_model: str | None = None, judge_key_env: str | None = None, backend: str = "vlm",
-         landmarker: str | None = None, skip_bad: bool = False, stem: bool = True) -> dict:
+         landmarker: str | None = None, skip_bad: bool = False, stem: bool = True, samples_per_face: int = 0,
+         sample_faces: int = 0, temperature: float = 1.0, seed: int = 0) -> dict:
     """Evaluate a checkpoint (`backend="vlm"`) or the landmark AU analyser (`"landmarks"`, the
     baseline row: no model) on `data`; writes predictions, metrics and plots under `out`.
+    With `samples_per_face` k > 0, also k sampled completions at `temperature` for each of the
+    first `sample_faces` faces (a fixed subset), in `samples.jsonl` (scoring.sampled_table).
 
     `max_new_tokens=None` takes the checkpoint's trained completion length, at least 256 (the
     released eval's budget), so a real model's reasoning is not cut short."""
@@ -202,8 +235,14 @@ def main(model: str, data: str, image_folders: list[str], protocol: str, out: st
                 prompt_style = settings["prompt"]
             max_new_tokens = generation_budget(max_new_tokens, settings)
             completions = predict(net, processor, mine, prompt_style, batch_size, max_new_tokens)
+    sampled: list[list[str]] = []
+    if samples_per_face > 0 and backend == "vlm":
+        with state.split_between_processes(samples[:sample_faces]) as mine:
+            sampled = sample_completions(net, processor, mine, prompt_style, samples_per_face, temperature,
+                                         max_new_tokens, batch_size, seed + 1000 * state.process_index)
     if state.num_processes > 1:
         completions = gather_object(completions)  # concatenated in process order = input order
+        sampled = gather_object(sampled)
     accounting = {"n_input": report.n_lines, "n_scored": len(samples), "skipped": dict(report.skipped),
                   "dropped_au_codes": {"unknown": dict(report.unknown_aus), "not_scored": dict(report.not_scored_aus)}}
     if not state.is_main_process:
@@ -221,6 +260,9 @@ def main(model: str, data: str, image_folders: list[str], protocol: str, out: st
     write_jsonl(out_dir / "predictions.jsonl", [
         {"id": s["id"], "completion": c, "AUs": list(parse_completion(c).aus), "answer": parse_completion(c).answer,
          "gold_AUs": s["AUs"], "gold_labels": s["labels"]} for s, c in zip(samples, completions, strict=True)])
+    if sampled:
+        write_jsonl(out_dir / "samples.jsonl", [{"id": s["id"], "completions": c, "temperature": temperature}
+                                                for s, c in zip(samples, sampled, strict=False)])
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "metrics.md").write_text(markdown_table(metrics))
     confusion_png(metrics, out_dir / "confusion.png")

@@ -4,7 +4,7 @@
 
 Rows carry only the prompt (face + analysis prompt) and the `AUs` / `labels` columns the
 rewards read; no reasoning is needed, so GRPO can use the large label-only pool. Rewards are
-picked by name from `facial_r1.rewards.REWARDS`, weighted by TRL's `reward_weights`.
+picked by name from `facial_r1.rewards.REWARDS` (or built from the rows' labels, DATA_REWARDS), weighted by TRL's `reward_weights`.
 Every GRPOConfig option (num_generations, temperature, beta, loss_type, use_vllm,
 vllm_mode, ...) is a config key. TRL itself logs each reward's mean, the fraction of groups
 with zero reward spread (`frac_reward_zero_std`), completion lengths, KL and, with
@@ -44,6 +44,10 @@ class GRPORun(StageRun):
     # Per-reward token credit (credit.py): each reward's share of the advantage goes only to the
     # tokens of the block it judges. Off: every token gets the whole advantage, as in TRL.
     token_credit: bool = False
+    # "shuffled": every row's AUs and emotion are another row's (a fixed derangement of the rows:
+    # the same label marginals, the wrong face), for the rewards and the guided prompt alike. The
+    # test bed's negative control: GRPO on right labels must beat it.
+    reward_labels: str = "own"
 
 
 RUN_CLASS, TRL_CLASS = GRPORun, GRPOConfig
@@ -57,11 +61,15 @@ def main(config: str | None, overrides: dict, resume: bool = False) -> Path:
 def train(stage: StageConfig, resume: bool = False) -> dict:
     """Train; returns {"model": output folder, "lora": whether it holds a LoRA adapter}."""
     run, args, mini, samples = training.start(stage)
-    reward_funcs, weights = resolve_rewards(run.rewards, args.reward_weights)
-    args.reward_weights = weights
     if not samples:
         raise FacialR1Error(f"{run.data_paths}: no usable samples for GRPO")
     prompt_style = run.prompt or checkpoints.read_prompt_settings(run.model)["prompt"]
+    if run.reward_labels == "shuffled":
+        samples = shuffled_labels(samples, args.seed)
+    elif run.reward_labels != "own":
+        raise FacialR1Error(f"reward_labels must be own or shuffled, got {run.reward_labels!r}")
+    reward_funcs, weights = resolve_rewards(run.rewards, args.reward_weights, [s["AUs"] for s in samples])
+    args.reward_weights = weights
     dataset = grpo_dataset(samples, prompt_style, mini, args.seed, run.au_rarity_weighting)
     check_reward_columns(run.rewards, dataset.column_names, ", ".join(map(str, run.data_paths)))
     log.info("GRPO on %d prompts, rewards %s with weights %s", len(dataset), run.rewards, weights)
@@ -80,6 +88,21 @@ def train(stage: StageConfig, resume: bool = False) -> dict:
     result = checkpoints.save_trained(trainer, processor, args.output_dir, prompt_style, args.max_completion_length)
     log.info("GRPO %s saved to %s", "LoRA adapter" if result["lora"] else "model", args.output_dir)
     return result
+
+
+def shuffled_labels(samples: list[dict], seed: int = 0) -> list[dict]:
+    """The samples with each one's AUs and labels taken from another sample (a derangement drawn
+    from `seed`): the label marginals stay, the pairing with the face is broken.
+
+    >>> [s["labels"] for s in shuffled_labels([{"AUs": [], "labels": [e]} for e in "ABC"], seed=0)]
+    [['C'], ['A'], ['B']]
+    """
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    out = [dict(s) for s in samples]
+    for i, j in zip(order, order[1:] + order[:1], strict=True):
+        out[i]["AUs"], out[i]["labels"] = samples[j]["AUs"], samples[j]["labels"]
+    return out
 
 
 def grpo_dataset(samples: list[dict], prompt_style: str = "full", mini: miniature.Miniature | None = None,

@@ -9,6 +9,11 @@ Launch commands: "python" (one fresh process), "inline" (this process), `acceler
 torch's own argument parsers read them, so the preflight knows the world size and the engine.
 A merge stage always runs in one plain process. With `resume`, a stage whose result record
 carries the same input fingerprint is not run again, up to the first one that differs.
+
+Fingerprints name paths relative to the run folder, so the same stage of another run (another
+variant of an ablation, with the same seed) has the same one. With a `cache` folder, a training,
+merge or eval stage that ran is kept there under its fingerprint and facial-r1's source, and a
+run that meets the same stage again copies its outputs instead of running it.
 """
 
 from __future__ import annotations
@@ -168,10 +173,13 @@ class Launcher:
     """Runs stages from their specs, in order, numbering them; with `resume`, reuses each stage
     whose recorded input fingerprint matches, until the first that does not."""
 
-    def __init__(self, launcher: str, folder: Path, resume: bool = False):
+    def __init__(self, launcher: str, folder: Path, resume: bool = False, cache: Path | None = None):
         self.command = parse_launcher(launcher)
         self.folder, self.count, self.reusing = folder, 0, resume
+        self.run = folder.parent  # paths under it are named relative to it in fingerprints and the cache
+        self.cache = Path(cache) if cache else None
         self.reused: list[str] = []
+        self.cached: list[str] = []  # stages copied from the cache
         folder.mkdir(parents=True, exist_ok=True)
         if not resume:
             for old in folder.glob("*.json"):  # an earlier run's specs and results: not this run's record
@@ -182,7 +190,8 @@ class Launcher:
         self.count += 1
         path = self.folder / f"{self.count:02d}-{kind.value}.json"
         body = {"stage": kind.value, **spec}
-        stamp = hashlib.sha256(json.dumps([body, inputs], sort_keys=True, default=str).encode()).hexdigest()[:16]
+        portable = json.dumps([body, inputs], sort_keys=True, default=str).replace(str(self.run), "<run>")
+        stamp = hashlib.sha256(portable.encode()).hexdigest()[:16]
         result_file = path.with_suffix(".result.json")
         if self.reusing and result_file.is_file():
             result = json.loads(result_file.read_text())
@@ -196,6 +205,17 @@ class Launcher:
         result_file.unlink(missing_ok=True)
         path.write_text(json.dumps(body, indent=1))
         (self.folder / f"{path.stem}.fingerprint").write_text(stamp)
+        entry = self.cache / f"{stamp}-{source_fingerprint()}" if self.cache and kind in CACHED else None
+        if entry is not None and (entry / "result.json").is_file():
+            return self._from_cache(entry, path)
+        self._run(path, body, single)
+        result = json.loads(result_file.read_text())
+        if entry is not None:
+            self._to_cache(entry, kind, body, result, result_file)
+        return result
+
+    def _run(self, path: Path, body: dict, single: bool) -> None:
+        result_file = path.with_suffix(".result.json")
         if self.command.inline:
             write_result(path, run_stage(body))
         else:
@@ -206,7 +226,35 @@ class Launcher:
             if done.returncode != 0 or not result_file.is_file():
                 raise FacialR1Error(f"stage {path} failed (exit code {done.returncode}); its command: "
                                     f"{shlex.join(command)}")
-        return json.loads(result_file.read_text())
+
+    def _to_cache(self, entry: Path, kind: Kind, body: dict, result: dict, result_file: Path) -> None:
+        """Keep the stage's outputs (the checkpoint, or eval's folder) under its fingerprint; atomic."""
+        outputs = [body["out"]] if kind is Kind.EVAL else [result["model"]]
+        tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")  # two runs may keep the same stage at once
+        shutil.rmtree(tmp, ignore_errors=True)
+        for out in outputs:
+            rel = Path(out).relative_to(self.run)  # a stage's outputs lie in the run folder
+            shutil.copytree(out, tmp / "files" / rel)
+        (tmp / "result.json").write_text(result_file.read_text().replace(str(self.run), "<run>"))
+        (tmp / "outputs.json").write_text(json.dumps([str(Path(o).relative_to(self.run)) for o in outputs]))
+        if (entry / "result.json").is_file():  # kept meanwhile by another run: the same stage, the same outputs
+            shutil.rmtree(tmp)
+            return
+        shutil.rmtree(entry, ignore_errors=True)
+        tmp.rename(entry)
+
+    def _from_cache(self, entry: Path, path: Path) -> dict:
+        for rel in json.loads((entry / "outputs.json").read_text()):
+            target = self.run / rel
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(entry / "files" / rel, target)
+        text = (entry / "result.json").read_text().replace("<run>", str(self.run))
+        tmp = path.with_suffix(".result.json.tmp")
+        tmp.write_text(text)
+        tmp.replace(path.with_suffix(".result.json"))
+        self.cached.append(path.name)
+        log.info("stage %s: copied from the stage cache %s (same inputs, same source)", path.name, entry)
+        return json.loads(text)
 
 
 def write_result(spec_path: Path, result: dict) -> None:
@@ -248,6 +296,7 @@ def stage_config(kind: Kind, values: dict, source: str = "spec"):
 
 
 TRAINING = (Kind.SFT, Kind.GRPO)
+CACHED = (Kind.SFT, Kind.GRPO, Kind.MERGE, Kind.EVAL)  # the stages whose outputs a stage cache keeps
 
 
 def training_module(kind: Kind):

@@ -51,6 +51,9 @@ class Pipeline:
     grpo_config: str = "configs/grpo/tiny-cpu.yaml"
     grpo: dict = field(default_factory=dict)
     control: bool = True  # the row "SFT only, as many steps as SFT + GRPO"
+    # The test bed's negative control: GRPO from the same SFT model with the same steps, its
+    # rewards (and guided prompts) on labels shuffled across faces (grpo.py reward_labels).
+    shuffled_control: bool = False
     rounds: int = 1
     retrain: list = field(default_factory=lambda: ["sft", "grpo"])
     round_sft: dict = field(default_factory=dict)  # overrides for the retraining stages of rounds
@@ -60,11 +63,20 @@ class Pipeline:
     eval_batch_size: int = 25
     eval_max_new_tokens: int = 128
     bootstrap: int = 1000  # resamples for the confidence intervals (0 = none)
+    # What RL optimises, measured: k completions per face at the GRPO temperature on the first
+    # `sample_faces` held-out faces (mean@k, maj@k, pass@k, pass@k on shuffled labels); 0 = off.
+    sample_faces: int = 0
+    samples_per_face: int = 8
+    sample_temperature: float | None = None  # None: the GRPO stage's temperature
     # How each stage (SFT, GRPO, synthesis, eval) runs: "python" (its own fresh process, one
     # device), a launch command that the stage's `-m facial_r1.cli stage SPEC` is appended to
     # ("accelerate launch --config_file configs/accelerate/zero3-8gpu.yaml", "torchrun
     # --nproc_per_node 2"), or "inline" (in this process: one device only, no process start).
     launcher: str = "python"
+    # A folder of stage outputs kept by fingerprint (launch.py): a training or eval stage whose
+    # inputs and config equal one that ran before (in any run, e.g. another ablation variant of the
+    # same seed) is copied from there. None: every stage runs.
+    stage_cache: str | None = None
 
 
 # The miniature warm-starts run once, in the first SFT: the control and each round's SFT
@@ -162,6 +174,9 @@ def _stages(p: Pipeline, run: Path, base: str, seed: str, pool: str, folders: st
     if p.control:
         specs.append(("control", Kind.SFT, str(run / "sft"), seed, run / "control", "sft", p.sft,
                       {**CONTINUED, "warmup_steps": 0, "max_steps": "grpo"}))
+    if p.shuffled_control:
+        specs.append(("shuffled", Kind.GRPO, str(run / "sft"), pool, run / "grpo_shuffled", "grpo", p.grpo,
+                      {"reward_labels": "shuffled"}))
     specs.append(("grpo", Kind.GRPO, str(run / "sft"), pool, run / "grpo", "grpo", p.grpo, {}))
     previous = str(run / "grpo")
     for k in range(1, p.rounds + 1):
@@ -222,6 +237,11 @@ def _check_stages(plan_: Plan, findings: preflight.Findings, gpu: int | None) ->
         preflight.check_stage(planned.stage, plan_.launch.engine, gpu or memory.gpu_bytes(), name, findings,
                               produced=produced, tiny=tiny,
                               mixed_precision=plan_.launch.mixed_precision, params_from=plan_.base, budget=True)
+        length = planned.stage.get("max_completion_length") if planned.kind is Kind.GRPO else None
+        if planned.kind is Kind.GRPO and length is not None and length < p.eval_max_new_tokens:
+            findings.add(name, f"max_completion_length {length} is under eval_max_new_tokens "
+                               f"{p.eval_max_new_tokens}: GRPO would cut (and so punish) completions that eval "
+                               f"scores whole, which teaches shorter reasoning; raise it")
 
 
 def main(config: str, overrides: dict, check: bool = False, resume: bool = False,
@@ -243,7 +263,7 @@ def execute(the: Plan, resume: bool) -> Path:
     (run / "config.json").write_text(json.dumps(asdict(p), indent=2))
     (run / "inputs.fingerprint").write_text(fingerprint(p))
     timings, seen, t0 = {}, [], time.monotonic()
-    stage = Launcher(p.launcher, run / "stages", resume=resume)
+    stage = Launcher(p.launcher, run / "stages", resume=resume, cache=Path(p.stage_cache) if p.stage_cache else None)
     produced: dict[str, str] = {}  # output path -> the fingerprint of the stage that wrote it
 
     with _timed(timings, "data"):
@@ -270,20 +290,35 @@ def execute(the: Plan, resume: bool) -> Path:
         produced[result["model"]] = result["fingerprint"]
         return result["model"]
 
-    def evaluate(model: str) -> scoring.ScoreTable:
+    temperature = p.sample_temperature
+    if temperature is None and "grpo" in the.stages:
+        temperature = the.config("grpo").get("temperature")
+    rows: list[tuple[report.Row, scoring.ScoreTable | None]] = []
+    sampled: dict[report.Row, scoring.SampledTable] = {}
+    per_au: dict[str, dict] = {}  # row label -> {AU: F1}
+
+    def evaluate(row: report.Row, model: str) -> None:
+        out = Path(model) / "eval"
+        sampling = {"samples_per_face": p.samples_per_face, "sample_faces": p.sample_faces,
+                    "temperature": temperature, "seed": p.seed or 0} if p.sample_faces else {}
         with _timed(timings, f"eval {Path(model).name}"):
             stage(Kind.EVAL, {"model": produced[model], "test": fp(the.test)}, model=model, data=the.test,
-                  image_folders=[the.folders], protocol=p.eval_protocol, out=str(Path(model) / "eval"),
-                  batch_size=p.eval_batch_size, max_new_tokens=p.eval_max_new_tokens)
-        return scoring.read_table(the.test, Path(model) / "eval" / "predictions.jsonl", p.eval_protocol)
+                  image_folders=[the.folders], protocol=p.eval_protocol, out=str(out),
+                  batch_size=p.eval_batch_size, max_new_tokens=p.eval_max_new_tokens, **sampling)
+        rows.append((row, scoring.read_table(the.test, out / "predictions.jsonl", p.eval_protocol)))
+        per_au[row.label] = json.loads((out / "metrics.json").read_text()).get("au", {}).get("per_au", {})
+        if sampling:
+            sampled[row] = scoring.read_sampled(the.test, out / "samples.jsonl", p.eval_protocol)
 
     synthesized: list[dict] = []  # every row kept so far: each round adds to the reasoning data
-    rows = [(report.Row(report.Role.SFT, "SFT"), evaluate(train("sft")))]
+    evaluate(report.Row(report.Role.SFT, "SFT"), train("sft"))
     if p.control:
         steps = the.config("control").values["max_steps"]
-        rows.append((report.Row(report.Role.CONTROL, f"control: SFT only, +{steps} steps"), evaluate(train("control"))))
+        evaluate(report.Row(report.Role.CONTROL, f"control: SFT only, +{steps} steps"), train("control"))
+    if p.shuffled_control:
+        evaluate(report.Row(report.Role.SHUFFLED, "control: GRPO, rewards on shuffled labels"), train("shuffled"))
     model = train("grpo")
-    rows.append((report.Row(report.Role.GRPO, "+ GRPO"), evaluate(model)))
+    evaluate(report.Row(report.Role.GRPO, "+ GRPO"), model)
     for k in range(1, p.rounds + 1):
         rdir = run / f"round{k}"
         rdir.mkdir(parents=True, exist_ok=True)
@@ -311,10 +346,11 @@ def execute(the: Plan, resume: bool) -> Path:
             if kind in p.retrain:
                 model = train(f"round{k} {kind}")
         label = f"+ round {k} ({len(synthesized)} of {n_pool} pool faces kept)"
-        rows.append((report.Row(report.Role.ROUND, label, k), evaluate(model)))
+        evaluate(report.Row(report.Role.ROUND, label, k), model)
     total = time.monotonic() - t0
-    result = report.summarize(rows, p.bootstrap, p.seed or 0)
-    report.write_report(run, result, seen, timings, total, report.render_rate())
+    result = report.summarize(rows, p.bootstrap, p.seed or 0, sampled)
+    report.write_report(run, result, seen, timings, total, report.render_rate(), cached=stage.cached,
+                        per_au=per_au)
     if stage.reused:
         log.info("resumed: %d stage(s) reused (%s)", len(stage.reused), ", ".join(stage.reused))
     return run / "report.md"

@@ -30,13 +30,19 @@ log = logging.getLogger(__name__)
 class Findings:
     errors: list[str] = field(default_factory=list)
     estimates: list[str] = field(default_factory=list)  # one line per training stage
+    warnings: list[str] = field(default_factory=list)  # runs, but likely not what the user wants
 
     def add(self, where: str, message: str) -> None:
         self.errors.append(f"{where}: {message}")
 
+    def warn(self, where: str, message: str) -> None:
+        self.warnings.append(f"{where}: {message}")
+
     def text(self) -> str:
         lines = ["memory per GPU (model states: weights, gradients, optimizer; not activations):",
                  *(f"  {e}" for e in self.estimates)] if self.estimates else []
+        if self.warnings:
+            lines += [f"{len(self.warnings)} warning(s):", *(f"  - {w}" for w in self.warnings)]
         if self.errors:
             lines += [f"{len(self.errors)} problem(s):", *(f"  - {e}" for e in self.errors)]
         return "\n".join(lines) or "no problem found"
@@ -147,17 +153,23 @@ def _is_int(value) -> bool:
 
 
 def _grpo(run, args, where: str, findings: Findings) -> None:
-    from facial_r1.rewards import REWARDS
+    from facial_r1.rewards import KNOWN
 
-    unknown = [r for r in run.rewards if r not in REWARDS]
+    unknown = [r for r in run.rewards if r not in KNOWN]
     if unknown:
-        findings.add(where, f"unknown reward(s) {unknown}; choose from {sorted(REWARDS)}")
+        findings.add(where, f"unknown reward(s) {unknown}; choose from {KNOWN}")
     if args.reward_weights is not None and len(args.reward_weights) != len(run.rewards):
         findings.add(where, f"{len(args.reward_weights)} reward_weights for {len(run.rewards)} rewards")
     if run.au_rarity_weighting and (args.scale_rewards == "group"
                                     or args.multi_objective_aggregation == "normalize_then_sum"):
         findings.add(where, "au_rarity_weighting scales a row's rewards, and dividing by its own group's spread "
                             "(scale_rewards: group, or normalize_then_sum) cancels it: use scale_rewards: batch or none")
+    if run.reward_labels not in ("own", "shuffled"):
+        findings.add(where, f"reward_labels must be own or shuffled, got {run.reward_labels!r}")
+    if not args.mask_truncated_completions:
+        findings.warn(where, f"mask_truncated_completions is off: a completion cut at max_completion_length "
+                             f"({args.max_completion_length}) loses its format and answer rewards, which teaches "
+                             f"shorter reasoning (fewer AUs cited)")
     if run.token_credit and args.multi_objective_aggregation != "sum_then_normalize":
         findings.add(where, "token_credit needs multi_objective_aggregation: sum_then_normalize "
                             "(per-reward shares of a summed advantage)")

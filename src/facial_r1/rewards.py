@@ -20,6 +20,8 @@ from facial_r1.errors import FacialR1Error
 from facial_r1.facs import try_normalize_au, try_normalize_emotion
 from facial_r1.parse import completion_text, parse_completion
 
+RewardFn = Callable[..., list]
+
 
 def format_reward(completions, reward_weight=None, **kwargs) -> list[float]:
     """1.0 for exactly one think block followed by one answer block, else 0.0.
@@ -84,6 +86,40 @@ def au_f1_signed_reward(completions, AUs=None, reward_weight=None, **kwargs) -> 
     return weighted(out, reward_weight)
 
 
+def au_f1_inverse_frequency(au_lists: Sequence[Sequence[str] | None]) -> RewardFn:
+    """The AU reward aimed at the benchmarks' macro F1 (every AU counts alike, however rare): a
+    per-face F1 in which each AU weighs the inverse of its frequency among the GRPO rows' gold AUs
+    (mean weight 1 over those AUs; an AU never true weighs as the rarest). Built per data set
+    (the `au_f1_inverse_freq` reward).
+
+    >>> fn = au_f1_inverse_frequency([["AU12"], ["AU12"], ["AU12", "AU4"]])
+    >>> [round(r, 3) for r in fn(["(AU12)", "(AU12) (AU4)", "(AU4)"], AUs=[["AU12", "AU4"]] * 3)]
+    [0.4, 1.0, 0.857]
+    """
+    counts = Counter(au for aus in au_lists for au in gold_aus(aus))
+    inverse = {au: 1.0 / n for au, n in counts.items()}
+    mean = sum(inverse.values()) / len(inverse) if inverse else 1.0
+    weight = {au: w / mean for au, w in inverse.items()}
+    rarest = max(weight.values(), default=1.0)
+
+    def au_f1_inverse_freq_reward(completions, AUs=None, reward_weight=None, **kwargs) -> list[float | None]:  # noqa: N803
+        AUs = AUs if AUs is not None else [None] * len(completions)  # noqa: N806
+        out: list[float | None] = []
+        for completion, gold in zip(completions, AUs, strict=True):
+            if gold is None:
+                out.append(None)
+                continue
+            cited, true = set(parse_completion(completion_text(completion)).aus), gold_aus(gold)
+            if not cited and not true:
+                out.append(1.0)
+                continue
+            w = [sum(weight.get(a, rarest) for a in x) for x in (cited & true, cited, true)]
+            out.append(2.0 * w[0] / (w[1] + w[2]))
+        return weighted(out, reward_weight)
+
+    return au_f1_inverse_freq_reward
+
+
 def weighted(rewards: list, weights) -> list:
     """Each reward times its row's weight (None stays None); no weights column: unchanged."""
     if weights is None:
@@ -138,14 +174,17 @@ def gold_emotion(value) -> str | None:
     return try_normalize_emotion(value if isinstance(value, str) else list(value)[0])
 
 
-RewardFn = Callable[..., list]
-
 REWARDS: dict[str, RewardFn] = {
     "au_f1": au_f1_reward,
     "au_f1_signed": au_f1_signed_reward,
     "accuracy": accuracy_reward,
     "format": format_reward,
 }
+# Rewards built from the GRPO rows' labels (a name -> factory of the rows' gold AU lists).
+DATA_REWARDS: dict[str, Callable[[Sequence], RewardFn]] = {
+    "au_f1_inverse_freq": au_f1_inverse_frequency,
+}
+KNOWN = sorted([*REWARDS, *DATA_REWARDS])
 
 # The completion block each reward judges. With GRPO's `token_credit`, a reward's advantage goes to
 # that block's tokens only (the released Facial-R1 trainer masks its AU reward to <think>); a
@@ -153,6 +192,7 @@ REWARDS: dict[str, RewardFn] = {
 REWARD_BLOCKS: dict[str, str] = {
     "au_f1": "think",
     "au_f1_signed": "think",
+    "au_f1_inverse_freq": "think",
     "accuracy": "answer",
 }
 
@@ -160,26 +200,29 @@ REWARD_BLOCKS: dict[str, str] = {
 REWARD_COLUMNS: dict[str, tuple[str, ...]] = {
     "au_f1": ("AUs",),
     "au_f1_signed": ("AUs",),
+    "au_f1_inverse_freq": ("AUs",),
     "accuracy": ("labels",),
     "format": (),
 }
 
 
 def resolve_rewards(
-    names: Sequence[str], weights: Sequence[float] | None = None
+    names: Sequence[str], weights: Sequence[float] | None = None, au_lists: Sequence | None = None
 ) -> tuple[list[RewardFn], list[float]]:
-    """Registry lookup with the checks a config needs: known names, matching weights."""
-    unknown = [n for n in names if n not in REWARDS]
+    """Registry lookup with the checks a config needs: known names, matching weights. A reward
+    built from the data (DATA_REWARDS) is built from `au_lists`, the rows' gold AUs."""
+    unknown = [n for n in names if n not in KNOWN]
     if unknown:
-        raise FacialR1Error(f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}")
+        raise FacialR1Error(f"unknown reward(s) {unknown}; known: {KNOWN}")
     if not names:
-        raise FacialR1Error("reward_funcs is empty; pick from " + ", ".join(sorted(REWARDS)))
+        raise FacialR1Error("reward_funcs is empty; pick from " + ", ".join(KNOWN))
     weights = list(weights) if weights is not None else [1.0] * len(names)
     if len(weights) != len(names):
         raise FacialR1Error(
             f"{len(weights)} reward_weights for {len(names)} reward_funcs {list(names)}"
         )
-    return [REWARDS[n] for n in names], [float(w) for w in weights]
+    return ([REWARDS[n] if n in REWARDS else DATA_REWARDS[n](au_lists or []) for n in names],
+            [float(w) for w in weights])
 
 
 def check_reward_columns(names: Sequence[str], columns: Sequence[str], where: str) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from facial_r1.scoring import METRICS, ScoreTable, corpus_metrics
 
-__all__ = ["METRICS", "bootstrap", "paired_difference", "resample_weights"]
+__all__ = ["METRICS", "bootstrap", "bootstrap_means", "paired_difference", "paired_means", "resample_weights"]
 
 
 def resample_weights(n_faces: int, n: int = 1000, seed: int = 0) -> np.ndarray:
@@ -53,3 +53,28 @@ def paired_difference(b: ScoreTable, a: ScoreTable, n: int = 1000, seed: int = 0
     ones = np.ones((1, a.n))
     fb, fa, bb, ba = corpus_metrics(b, ones), corpus_metrics(a, ones), corpus_metrics(b, weights), corpus_metrics(a, weights)
     return {k: _interval(fb[k][0] - fa[k][0], bb[k] - ba[k]) for k in METRICS}
+
+
+def _means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each resample's mean of per-face values (NaN: the face is not scored), NaN if none is."""
+    scored = ~np.isnan(values)
+    count = weights @ scored
+    out = np.full(len(weights), np.nan)
+    np.divide(weights @ np.where(scored, values, 0.0), count, out=out, where=count > 0)
+    return out
+
+
+def bootstrap_means(values: dict[str, np.ndarray], n: int = 1000, seed: int = 0) -> dict[str, list[float] | None]:
+    """{name: [mean over the scored faces, 2.5 %, 97.5 %]} of per-face values (a sampled table's)."""
+    size = len(next(iter(values.values()))) if values else 0
+    weights, ones = resample_weights(size, n, seed), np.ones((1, size))
+    return {k: _interval(_means(v, ones)[0], _means(v, weights)) for k, v in values.items()}
+
+
+def paired_means(b: dict[str, np.ndarray], a: dict[str, np.ndarray], n: int = 1000,
+                 seed: int = 0) -> dict[str, list[float] | None]:
+    """{name: [b - a, 2.5 %, 97.5 %]}: per-face values of two models on the same faces, resampled together."""
+    size = len(next(iter(a.values()))) if a else 0
+    weights, ones = resample_weights(size, n, seed), np.ones((1, size))
+    return {k: _interval(_means(b[k], ones)[0] - _means(a[k], ones)[0], _means(b[k], weights) - _means(a[k], weights))
+            for k in a}
