@@ -25,8 +25,11 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
+# two workers, one per core (tests run one torch thread each); a module's tests stay on one
+# worker, so its module fixtures are built once. WORKERS=0 runs them in this process.
+WORKERS ?= 2
 test: setup browser
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n $(WORKERS) --dist loadscope
 
 demo: setup
 	$(VENV)/bin/facial-r1 pipeline --config configs/pipeline/tiny-cpu.yaml

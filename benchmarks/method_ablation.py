@@ -73,6 +73,16 @@ VARIANTS = {
     "normalize_then_sum": {"rounds": 0, "grpo": {"multi_objective_aggregation": "normalize_then_sum"}},
     "au_inverse_freq": {"rounds": 0, "grpo": {"rewards": ["au_f1_inverse_freq", "accuracy", "format"]}},
     "freeze_vision": {"rounds": 0, "grpo": {"freeze_vision": True}},
+    # prompts_8x4 with its shuffled-label control, and the whole method (both rounds) with it
+    "prompts_8x4_shuffled": {"rounds": 0, "shuffled_control": True,
+                             "grpo": {"num_generations": 4, "miniature": {"guided_fraction": 0.25}}},
+    # au_inverse_freq with its shuffled-label control, and the whole method (both rounds) with it
+    "au_inverse_freq_shuffled": {"rounds": 0, "shuffled_control": True,
+                                 "grpo": {"rewards": ["au_f1_inverse_freq", "accuracy", "format"]}},
+    "main_au_inverse_freq": {"grpo": {"rewards": ["au_f1_inverse_freq", "accuracy", "format"]},
+                             "round_grpo": {"rewards": ["au_f1_inverse_freq", "accuracy", "format"]}},
+    "main_8x4": {"grpo": {"num_generations": 4, "miniature": {"guided_fraction": 0.25}},
+                 "round_grpo": {"num_generations": 4, "miniature": {"guided_fraction": 0.25}}},
 }
 KEYS = ("au_f1", "accuracy", "emotion_f1", "cited_per_gold", "rouge_l", "format_rate")
 SAMPLED_KEYS = ("mean_acc", "maj_acc", "pass_acc", "pass_acc_shuffled", "mean_au_f1")

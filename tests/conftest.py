@@ -3,6 +3,12 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Under pytest-xdist (`make test` runs two workers, one per core), each worker's torchrun and
+# accelerate launches rendezvous on a port of their own (torchrun reads PET_MASTER_PORT), so two
+# 2-process tests on two workers never meet on the default 29500.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw") and _worker[2:].isdigit():
+    os.environ.setdefault("PET_MASTER_PORT", str(29500 + 17 * (1 + int(_worker[2:]))))
 
 import pytest  # noqa: E402
 

@@ -114,28 +114,54 @@ REDUCED = {
 
 
 def test_reduced_pipeline_twice_gives_the_same_numbers(tmp_path, monkeypatch, caplog):
-    """Budgets in steps: two runs of the same config give identical metrics rows; every row has
-    a CI, each stage its paired difference, the control trained as many steps as GRPO."""
+    """Budgets in steps: two runs of the same config give identical metrics rows, sampled ones
+    included; every row has a CI, each stage its paired difference, the control trained as many
+    steps as GRPO, the shuffled-label GRPO control paired with GRPO. Then the stage cache: a run
+    in another folder with the first's cache copies every training and eval stage and gives its
+    numbers; one that changes only GRPO copies SFT and its eval, and runs the rest."""
     monkeypatch.setattr(synthesize, "_generator", stub_generator)
     caplog.set_level("INFO", logger="facial_r1")
-    results = []
-    for name in ("a", "b"):
-        report = pipeline.main("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path / name), **REDUCED})
-        results.append(json.loads((report.parent / "metrics.json").read_text()))
-    a, b = results
-    assert a["rows"] == b["rows"] and a["diffs"] == b["diffs"]
+    cache = str(tmp_path / "cache")
+    sampled = {**REDUCED, "shuffled_control": True, "sample_faces": 6, "samples_per_face": 3}
+    results = {}
+    for name, extra in (("a", {"stage_cache": cache}), ("b", {}), ("c", {"stage_cache": cache}),
+                        ("d", {"stage_cache": cache, "rounds": 0, "grpo": {**REDUCED["grpo"], "max_steps": 3}})):
+        report_ = pipeline.main("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path / name), **sampled, **extra})
+        results[name] = json.loads((report_.parent / "metrics.json").read_text())
+    a, b, c, d = (results[k] for k in "abcd")
+    assert a["rows"] == b["rows"] and a["diffs"] == b["diffs"]  # computed twice, to the digit
+    assert a["cached_stages"] == b["cached_stages"] == []
+    # c copies SFT, the control, both GRPOs and their evals; the rounds run again (a synthesized row
+    # names the model that wrote it, a path in a's folder, so their data is c's own) to a's numbers
+    assert len(c["cached_stages"]) == 8 and c["rows"] == a["rows"] and c["diffs"] == a["diffs"]
+    assert "copied from the stage cache" in caplog.text
+    assert (tmp_path / "c" / "sft" / "eval" / "predictions.jsonl").read_text() == \
+        (tmp_path / "a" / "sft" / "eval" / "predictions.jsonl").read_text()
+    # d: GRPO 3 steps, so the control too (as many steps as GRPO): SFT and its eval copied, nothing else
+    assert d["cached_stages"] == ["01-sft.json", "02-eval.json"]
+    assert json.loads((tmp_path / "d" / "grpo" / "trainer_state.json").read_text())["global_step"] == 3
     stages = [r["stage"] for r in a["rows"]]
-    assert stages[:3] == ["SFT", "control: SFT only, +2 steps", "+ GRPO"]
-    assert stages[3].startswith("+ round 1 (") and stages[4].startswith("+ round 2 (")  # both rounds retrained
-    kept1, kept2 = (int(re.search(r"\((\d+) of 36 pool", s).group(1)) for s in stages[3:5])
+    assert stages[:4] == ["SFT", "control: SFT only, +2 steps", "control: GRPO, rewards on shuffled labels", "+ GRPO"]
+    assert stages[4].startswith("+ round 1 (") and stages[5].startswith("+ round 2 (")  # both rounds retrained
+    kept1, kept2 = (int(re.search(r"\((\d+) of 36 pool", s).group(1)) for s in stages[4:6])
     assert 0 < kept1 < kept2 <= 36  # rounds add to the reasoning data
-    assert [(d["stage"], d["vs"]) for d in a["diffs"]][:4] == [
-        ("control: SFT only, +2 steps", "SFT"), ("+ GRPO", "SFT"), ("+ GRPO", "control: SFT only, +2 steps"),
-        (stages[3], "+ GRPO")]
+    shuffled = "control: GRPO, rewards on shuffled labels"
+    assert [(x["stage"], x["vs"]) for x in a["diffs"]][:6] == [
+        ("control: SFT only, +2 steps", "SFT"), (shuffled, "SFT"), ("+ GRPO", "SFT"),
+        ("+ GRPO", "control: SFT only, +2 steps"), ("+ GRPO", shuffled), (stages[4], "+ GRPO")]
     for row in a["rows"]:
         value, low, high = row["au_f1"]
         assert low <= value <= high
+        assert row["sampled"]["k"] == 3 and row["sampled"]["faces"] == 6
+        for key in ("mean_acc", "maj_acc", "pass_acc", "pass_acc_shuffled", "mean_au_f1"):
+            value, low, high = row["sampled"][key]
+            assert 0 <= low <= value <= high <= 1
+        assert row["sampled"]["mean_acc"][0] <= row["sampled"]["pass_acc"][0]
+    assert all("sampled" in x for x in a["diffs"])
     run = tmp_path / "a"
+    samples = [json.loads(x) for x in (run / "grpo" / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 6 and all(len(x["completions"]) == 3 for x in samples)
+    assert samples[0]["temperature"] == 0.8  # the GRPO stage's temperature
     control = json.loads((run / "control" / "trainer_state.json").read_text())
     assert control["global_step"] == 2  # = grpo.max_steps
     assert json.loads((run / "sft" / "trainer_state.json").read_text())["global_step"] == 3
@@ -145,9 +171,15 @@ def test_reduced_pipeline_twice_gives_the_same_numbers(tmp_path, monkeypatch, ca
     assert ("instruction warm-start", "no face: 16 text-only guided prompts, 2 steps",
             "random AU lists + random emotions (not paired as in faces), with reasoning citing them") \
         in map(tuple, a["trained_on"])
-    # only the first SFT warm-starts: not the control, not the rounds' SFT (twice: runs a and b)
+    assert ("control: GRPO on shuffled labels", "8 prompts drawn from 36 pool faces (2 steps, 50% with the guided "
+            "prompt)", "another face's AUs + emotion (a derangement of the pool), through the rewards") \
+        in map(tuple, a["trained_on"])
+    # only the first SFT warm-starts: not the control, not the rounds' SFT (runs a and b; c and d copy it)
     assert caplog.text.count("instruction warm-start: 2 steps") == 2
     assert (run / "metrics.png").is_file() and (run / "round2" / "synth.report.json").is_file()
+    text = (run / "report.md").read_text()
+    assert "## Sampled at the training temperature (3 completions on each of the first 6 held-out faces)" in text
+    assert "## F1 per AU" in text
     # each round retrains on the seed set + every row kept so far
     seed_rows = read_jsonl(run / "synfacs" / "seed.jsonl")
     kept = read_jsonl(run / "round1" / "synth.jsonl") + read_jsonl(run / "round2" / "synth.jsonl")
@@ -270,7 +302,12 @@ def test_a_pipeline_killed_in_round_2_resumes_where_it_stopped(guided_model, tmp
     import sys
     import time
 
+    # GRPO as before completions were masked (24 tokens, cut-off ones punished): this fixture then
+    # keeps some pool faces in round 1 and leaves others for round 2, which is killed
+    short = {"max_completion_length": 24, "mask_truncated_completions": False}
     small = {**REDUCED, "model": str(guided_model), "control": False, "rounds": 2, "launcher": "inline",
+             "grpo": {**REDUCED["grpo"], **short}, "round_grpo": {**REDUCED["round_grpo"], **short},
+             "eval_max_new_tokens": 24,
              "synfacs": {"n": 60, "seed": 1, "test_fraction": 0.2, "reasoning_fraction": 0.5},
              "sft": {"max_steps": 2, "miniature": {"vision_warmup_steps": 0, "instruct_warmup_steps": 0},
                      "save_strategy": "no"},
@@ -306,46 +343,3 @@ def test_a_pipeline_killed_in_round_2_resumes_where_it_stopped(guided_model, tmp
     assert got["rows"] == want["rows"] and got["diffs"] == want["diffs"]
     assert [r["stage"] for r in got["rows"]][-1].startswith("+ round 2 (")
 
-
-def test_stage_cache_shuffled_control_and_sampled_metrics(tmp_path, caplog):
-    """Three runs in other folders share a stage cache. The second, with the same settings,
-    copies every training and eval stage and gives the first's numbers to the digit; the third
-    changes only GRPO, so SFT, the control and their evals are copied and GRPO runs. Each run has
-    the shuffled-label GRPO control, paired with GRPO, and the sampled metrics on 6 faces."""
-    caplog.set_level("INFO", logger="facial_r1")
-    cache = str(tmp_path / "cache")
-    small = {**REDUCED, "rounds": 0, "shuffled_control": True, "sample_faces": 6, "samples_per_face": 3,
-             "stage_cache": cache}
-    runs = {}
-    for name, grpo in (("a", {}), ("b", {}), ("c", {"max_steps": 3})):
-        report_ = pipeline.main("configs/pipeline/tiny-cpu.yaml", {**small, "run_dir": str(tmp_path / name),
-                                                                   "grpo": {**REDUCED["grpo"], **grpo}})
-        runs[name] = json.loads((report_.parent / "metrics.json").read_text())
-    a, b, c = runs["a"], runs["b"], runs["c"]
-    assert a["cached_stages"] == []
-    # SFT, eval, control, eval, shuffled GRPO, eval, GRPO, eval: all copied
-    assert len(b["cached_stages"]) == 8 and b["rows"] == a["rows"] and b["diffs"] == a["diffs"]
-    assert "copied from the stage cache" in caplog.text
-    assert (tmp_path / "b" / "sft" / "eval" / "predictions.jsonl").read_text() == \
-        (tmp_path / "a" / "sft" / "eval" / "predictions.jsonl").read_text()
-    # c: GRPO 3 steps, the control too (as many steps as GRPO): SFT and its eval copied, nothing else
-    assert c["cached_stages"] == ["01-sft.json", "02-eval.json"]
-    assert json.loads((tmp_path / "c" / "grpo" / "trainer_state.json").read_text())["global_step"] == 3
-    assert [r["stage"] for r in a["rows"]] == ["SFT", "control: SFT only, +2 steps",
-                                               "control: GRPO, rewards on shuffled labels", "+ GRPO"]
-    assert ("+ GRPO", "control: GRPO, rewards on shuffled labels") in [(d["stage"], d["vs"]) for d in a["diffs"]]
-    assert ("control: GRPO on shuffled labels", "8 prompts drawn from 36 pool faces (2 steps, 50% with the guided "
-            "prompt)", "another face's AUs + emotion (a derangement of the pool), through the rewards") \
-        in map(tuple, a["trained_on"])
-    for row in a["rows"]:
-        assert row["sampled"]["k"] == 3 and row["sampled"]["faces"] == 6
-        for key in ("mean_acc", "maj_acc", "pass_acc", "pass_acc_shuffled", "mean_au_f1"):
-            value, low, high = row["sampled"][key]
-            assert 0 <= low <= value <= high <= 1
-        assert row["sampled"]["mean_acc"][0] <= row["sampled"]["pass_acc"][0]
-    samples = [json.loads(x) for x in (tmp_path / "a" / "grpo" / "eval" / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 6 and all(len(s["completions"]) == 3 for s in samples)
-    assert samples[0]["temperature"] == 0.8  # the GRPO stage's temperature
-    assert all("sampled" in d for d in a["diffs"])
-    text = (tmp_path / "a" / "report.md").read_text()
-    assert "## Sampled at the training temperature (3 completions on each of the first 6 held-out faces)" in text

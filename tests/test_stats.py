@@ -153,3 +153,23 @@ def test_sampled_table_hand_computed():
     assert ci["pass_acc"][0] == pytest.approx(2 / 3) and ci["pass_acc"][1] <= 2 / 3 <= ci["pass_acc"][2]
     d = stats.paired_means(v, v, n=50, seed=0)
     assert all(d[k] == [0.0, 0.0, 0.0] for k in v)
+
+
+def test_report_pairs_rows_by_role():
+    """Controls against SFT; GRPO against SFT, the same-steps control and the shuffled-reward
+    control; a round against the row before it. Sampled differences only where both rows sampled."""
+    from facial_r1 import report
+    from facial_r1.scoring import sampled_table
+
+    t = score_table(SAMPLES, A, "synfacs")
+    R = report.Row
+    sft, control = R(report.Role.SFT, "SFT"), R(report.Role.CONTROL, "control")
+    shuffled, grpo = R(report.Role.SHUFFLED, "shuffled"), R(report.Role.GRPO, "GRPO")
+    round1 = R(report.Role.ROUND, "round 1", 1)
+    s = sampled_table(SAMPLES, [[a] * 2 for a in A], "synfacs")
+    result = report.summarize([(sft, t), (control, t), (shuffled, t), (grpo, t), (round1, t)], 20, 0,
+                              {sft: s, grpo: s, shuffled: s})
+    assert [(d["stage"], d["vs"], "sampled" in d) for d in result["diffs"]] == [
+        ("control", "SFT", False), ("shuffled", "SFT", True), ("GRPO", "SFT", True), ("GRPO", "control", False),
+        ("GRPO", "shuffled", True), ("round 1", "GRPO", False)]
+    assert [("sampled" in r) for r in result["rows"]] == [True, False, True, True, False]
