@@ -85,6 +85,7 @@ VARIANTS = {
                  "round_grpo": {"num_generations": 4, "miniature": {"guided_fraction": 0.25}}},
 }
 KEYS = ("au_f1", "accuracy", "emotion_f1", "cited_per_gold", "rouge_l", "format_rate")
+SAMPLE_FACES = 200  # the sampled metrics (mean@8, maj@8, pass@8) on this many held-out faces, every run
 SAMPLED_KEYS = ("mean_acc", "maj_acc", "pass_acc", "pass_acc_shuffled", "mean_au_f1")
 
 
@@ -120,7 +121,8 @@ def parse_seeds(values: list[str]) -> list[int]:
 
 def run(variant: str, seed: int, out: Path) -> dict:
     run_dir = out / f"{variant}-seed{seed}"
-    overrides = {**VARIANTS[variant], "run_dir": str(run_dir), "seed": seed, "stage_cache": str(out / "cache")}
+    overrides = {"sample_faces": SAMPLE_FACES, **VARIANTS[variant], "run_dir": str(run_dir), "seed": seed,
+                 "stage_cache": str(out / "cache")}
     synfacs = {**_read_config()["synfacs"], "seed": seed}
     cmd = [sys.executable, "-m", "facial_r1.cli", "pipeline", "--config", CONFIG, "--synfacs", json.dumps(synfacs)]
     for k, v in overrides.items():
