@@ -511,3 +511,23 @@ def test_cli_convert_prints_the_summary(tmp_path, capsys, caplog):
 def test_unknown_format(tmp_path):
     with pytest.raises(FacialR1Error, match="unknown format 'ckplus'"):
         convert("ckplus", tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("layout", [("train_set", "val_set"), ("DATASET/train", "DATASET/test")])
+def test_rafdb_folder_per_label(tmp_path, layout):
+    # a copy re-packed for image-folder loaders: train_set/1 ... 7/ and val_set/ (or DATASET/train,
+    # DATASET/test), labels in the release's order (1 Surprise ... 7 Neutral), as a README found by
+    # the code index lays it out ("rafdb/train_set/1/  # Surprise class ... 7/  # Neutral class")
+    train, test = (tmp_path / "raf" / d for d in layout)
+    jpg(train / "1" / "train_00001_aligned.jpg", 10)
+    jpg(train / "4" / "train_00002_aligned.jpg", 20)
+    jpg(test / "7" / "test_0001_aligned.jpg", 30)
+    jpg(test / "9" / "test_0002_aligned.jpg", 40)  # not a RAF-DB label: dropped and counted
+    r = convert("rafdb", tmp_path / "raf", tmp_path / "out")
+    assert r["written"] == {"train": 2, "test": 1}
+    assert accounted(r) == {"image outside the label folders 1-7": 1}
+    rows = read_jsonl(tmp_path / "out/train.jsonl") + read_jsonl(tmp_path / "out/test.jsonl")
+    assert [(s["image"].split("/")[-2], s["labels"]) for s in rows] == [("1", ["Surprise"]), ("4", ["Happiness"]),
+                                                                        ("7", ["Neutral"])]
+    with pytest.raises(FacialR1Error, match="image outside the label folders 1-7"):
+        convert("rafdb", tmp_path / "raf", tmp_path / "out2", strict=True)
