@@ -120,3 +120,27 @@ def test_generation_budget_from_the_checkpoint(tmp_path, given, recorded, expect
     (tmp_path / "ck").mkdir()
     checkpoints.write_prompt_settings(tmp_path / "ck", "full", recorded)
     assert evaluate.generation_budget(given, checkpoints.read_prompt_settings(tmp_path / "ck")) == expected
+
+
+def test_a_bad_image_gives_empty_completions_and_the_batch_goes_on(tiny_model, synfacs_small, tmp_path, caplog):
+    """predict and sample_completions share one loader: a face whose image does not decode gets
+    "" (k of them when sampling), logged by its id; every other face of its batch is generated."""
+    import logging
+
+    from facial_r1 import checkpoints, evaluate
+    from facial_r1.data.schema import read_samples_with_images
+
+    test, _ = read_samples_with_images(synfacs_small / "test.jsonl", [synfacs_small])
+    samples = [dict(s) for s in test[:5]]
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    samples[2]["image_path"] = str(bad)
+    net, processor = checkpoints.load(str(tiny_model))
+    with caplog.at_level(logging.WARNING, logger="facial_r1.evaluate"):
+        greedy = evaluate.predict(net, processor, samples, batch_size=4, max_new_tokens=4)
+        sampled = evaluate.sample_completions(net, processor, samples, "full", k=2, temperature=1.0,
+                                              max_new_tokens=4, batch_size=4)
+    assert [g == "" for g in greedy] == [False, False, True, False, False]
+    assert [len(s) for s in sampled] == [2] * 5 and sampled[2] == ["", ""]
+    assert all(t != "" for i, s in enumerate(sampled) if i != 2 for t in s)
+    assert sum(samples[2]["id"] in r.getMessage() for r in caplog.records) == 2

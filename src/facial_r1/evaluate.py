@@ -49,18 +49,25 @@ def predict(model, processor, samples: list[dict], prompt_style: str = "full", b
     out: list[str] = []
     for i in tqdm(range(0, len(samples), batch_size), desc="generate", unit="batch", disable=len(samples) <= batch_size):
         batch = samples[i:i + batch_size]
-        images, keep = [], []
-        for s in batch:
-            try:
-                images.append(load_image(s["image_path"], s["id"]))
-                keep.append(s)
-            except FacialR1Error as e:
-                log.warning("%s", e)
+        images, keep = _load_batch(batch)
         texts = iter(generate(model, processor, images, [analysis_prompt(s["question"], prompt_style) for s in keep],
                               max_new_tokens) if keep else [])
         kept = {id(s) for s in keep}
         out += [next(texts) if id(s) in kept else "" for s in batch]
     return out
+
+
+def _load_batch(batch: list[dict]) -> tuple[list, list[dict]]:
+    """The images of a batch that load, and their samples; one that fails is logged by id and
+    left out (its completion is scored as wrong), so one bad image never stops the batch."""
+    images, keep = [], []
+    for s in batch:
+        try:
+            images.append(load_image(s["image_path"], s["id"]))
+            keep.append(s)
+        except FacialR1Error as e:
+            log.warning("%s", e)
+    return images, keep
 
 
 def sample_completions(model, processor, samples: list[dict], prompt_style: str, k: int, temperature: float,
@@ -72,13 +79,7 @@ def sample_completions(model, processor, samples: list[dict], prompt_style: str,
     per = max(1, batch_size // k)  # faces per batch, k copies each
     out: list[list[str]] = []
     for b, i in enumerate(range(0, len(samples), per)):
-        batch, images = [], []
-        for s in samples[i:i + per]:
-            try:
-                images.append(load_image(s["image_path"], s["id"]))
-                batch.append(s)
-            except FacialR1Error as e:
-                log.warning("%s", e)
+        images, batch = _load_batch(samples[i:i + per])
         texts = iter(generate(model, processor, [im for im in images for _ in range(k)],
                               [analysis_prompt(s["question"], prompt_style) for s in batch for _ in range(k)],
                               max_new_tokens, do_sample=True, temperature=temperature, seed=seed + b)
