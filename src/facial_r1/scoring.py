@@ -80,10 +80,15 @@ def check_protocol(protocol: str) -> tuple:
 
 
 def score_table(samples: Sequence[dict], completions: Sequence[str], protocol: str = "fea",
-                stem: bool = True) -> ScoreTable:
-    """The table of `completions` against the samples' AUs, labels and descriptions."""
-    au_subset, classes = check_protocol(protocol)
-    aus, classes = tuple(au_subset or ()), tuple(classes or ())
+                stem: bool = True, classes: Sequence[str] | None = None) -> ScoreTable:
+    """The table of `completions` against the samples' AUs, labels and descriptions. `classes`
+    narrows the protocol's emotions to those a test set has (macro-F1 then runs over them; an
+    answer outside them is wrong)."""
+    au_subset, protocol_classes = check_protocol(protocol)
+    if classes is not None and not set(classes) <= set(protocol_classes or ()):
+        raise FacialR1Error(f"classes {sorted(set(classes) - set(protocol_classes or ()))} are not among "
+                            f"protocol {protocol}'s emotions")
+    aus, classes = tuple(au_subset or ()), tuple((protocol_classes or ()) if classes is None else classes)
     parsed = [parse_completion(c) for c in completions]
     n = len(samples)
     has_aus = np.array([bool(aus) and s["AUs"] is not None for s in samples], dtype=bool)
