@@ -144,3 +144,17 @@ def test_a_bad_image_gives_empty_completions_and_the_batch_goes_on(tiny_model, s
     assert [len(s) for s in sampled] == [2] * 5 and sampled[2] == ["", ""]
     assert all(t != "" for i, s in enumerate(sampled) if i != 2 for t in s)
     assert sum(samples[2]["id"] in r.getMessage() for r in caplog.records) == 2
+
+
+def test_classes_narrow_a_protocol_to_the_test_sets_emotions():
+    from facial_r1.scoring import full, score_table
+
+    samples = [{"AUs": None, "labels": [e], "description": ""} for e in ("Happiness", "Neutral")]
+    completions = ["<think>x</think><answer>Happiness</answer>", "<think>x</think><answer>Surprise</answer>"]
+    two = full(score_table(samples, completions, "affectnet8", classes=("Happiness", "Neutral")))
+    eight = full(score_table(samples, completions, "affectnet8"))
+    # Happiness F1 1, Neutral F1 0 (Surprise is outside the two classes: wrong, in no column)
+    assert (two["accuracy"], two["emotion_f1"]) == (0.5, 0.5)
+    assert eight["emotion_f1"] == pytest.approx((1 + 0) / 8)  # Happiness 1, Surprise 0, the other six 0
+    with pytest.raises(FacialR1Error, match=r"classes \['Joy'\] are not among protocol affectnet8's emotions"):
+        score_table(samples, completions, "affectnet8", classes=("Joy",))
