@@ -200,14 +200,15 @@ def peer_classifier():
 # ---- the rules --------------------------------------------------------------------------------
 
 def old_rule():
-    """emotion_from_aus as it was before the group-photo work, read from the repository's history."""
+    """landmarks.py as it was before the group-photo work, read from the repository's history:
+    its emotion_from_aus over its own blendshapes_to_aus (every AU at 0.4)."""
     commit, path = OLD_RULE
     source = subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).parent).stdout
     module = types.ModuleType("landmarks_before_group_photos")
     sys.modules[module.__name__] = module  # its dataclasses look their module up
     exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
-    return module.emotion_from_aus
+    return lambda face: module.emotion_from_aus(module.blendshapes_to_aus(face["blendshapes"]))
 
 
 def completion(face: dict | None, rule) -> str:
@@ -254,7 +255,7 @@ def measure(rows: list[dict], raw: dict[str, dict], n_boot: int = 1000, before: 
     readers = {"rule": lambda f: completion(f, current_rule)}
     if before:
         rule_before = old_rule()
-        readers["rule before the group-photo work"] = lambda f: completion(f, lambda face: rule_before(aus_of(face)))
+        readers["rule before the group-photo work"] = lambda f: completion(f, rule_before)
     if all("peer" in raw[r["file"]] for r in rows):
         readers["peer: " + PEER] = None
     for name, read in readers.items():
@@ -352,12 +353,35 @@ GRID = {"MIN_EVIDENCE": (0.1, 0.15, 0.2, 0.25), "UNMATCHED_WEIGHT": (0.0, 0.5, 1
 PRIOR = {"MIN_EVIDENCE": 0.25, "UNMATCHED_WEIGHT": 1.0, "KEY_AUS": {}}  # the rule as set a priori
 
 
+def prototype_faces() -> list[tuple[dict[str, float], str]]:
+    """Each emotion's FACS prototype (facs.EMOTION_PROTOTYPES) as blendshapes, every AU at 0.5,
+    at 0.8, and at uneven strengths (0.7, 0.6, 0.5 in turn), alone and beside MediaPipe's resting
+    squint (eyeSquint 0.5, AU7); Contempt on one side. A calibrated rule must read each as its
+    emotion: the calibration photos show only Neutral and Happiness, and must not buy their
+    accuracy with the other six."""
+    from facial_r1.facs import EMOTION_PROTOTYPES, UNILATERAL
+    from facial_r1.landmarks import BLENDSHAPE_AUS
+
+    out = []
+    for emotion, proto in EMOTION_PROTOTYPES.items():
+        aus = [a for a in proto if a in BLENDSHAPE_AUS]  # AU23 has no blendshape
+        for strengths in ([0.5] * len(aus), [0.8] * len(aus), [(0.7, 0.6, 0.5)[i % 3] for i in range(len(aus))]):
+            for squint in (False, True):
+                shapes = {"eyeSquintLeft": 0.5, "eyeSquintRight": 0.5} if squint else {}
+                for au, strength in zip(aus, strengths, strict=True):
+                    names = BLENDSHAPE_AUS[au][:1] if emotion in UNILATERAL else BLENDSHAPE_AUS[au]
+                    shapes.update({n: max(strength, shapes.get(n, 0.0)) for n in names})
+                out.append((shapes, emotion))
+    return out
+
+
 def calibrate(rows: list[dict], raw: dict[str, dict]) -> dict:
     """The rule's thresholds from the calibration half's read faces (their cached blendshapes):
     1. AU12's threshold: the one of AU12_GRID that best tells smiles from neutral faces (Youden's
        J, true minus false positive rate of "AU12 present");
-    2. with it, every setting of GRID by emotion accuracy, ties going to the setting nearest the
-       a-priori rule (PRIOR). Returns {"au12": (threshold, J), "settings": [(accuracy, setting)]}."""
+    2. with it, every setting of GRID that still reads every FACS prototype right
+       (`prototype_faces`), by emotion accuracy, ties going to the setting nearest the a-priori
+       rule (PRIOR). Returns {"au12": (threshold, J), "settings": [(accuracy, setting)]}."""
     import itertools
 
     from facial_r1 import landmarks
@@ -372,6 +396,7 @@ def calibrate(rows: list[dict], raw: dict[str, dict]) -> dict:
         return sum(s >= t for s in smiles) / len(smiles) - sum(s >= t for s in others) / len(others)
 
     au12 = max(AU12_GRID, key=lambda t: (round(youden(t), 6), t))
+    prototypes = prototype_faces()
     saved = ({k: getattr(landmarks, k) for k in GRID}, dict(landmarks.AU_THRESHOLDS))
     settings = []
     try:
@@ -380,6 +405,8 @@ def calibrate(rows: list[dict], raw: dict[str, dict]) -> dict:
             setting = dict(zip(GRID, values, strict=True))
             for k, v in setting.items():
                 setattr(landmarks, k, v)
+            if any(landmarks.emotion_from_blendshapes(shapes) != e for shapes, e in prototypes):
+                continue  # the photos have two emotions: a setting must still read every FACS prototype
             right = sum(landmarks.emotion_from_blendshapes(f["blendshapes"]) == e for f, e in faces)
             settings.append((right / len(faces), setting))
     finally:

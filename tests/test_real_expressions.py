@@ -122,8 +122,22 @@ def test_calibrate_sets_au12_by_youden_and_restores_the_rule():
     found = bench.calibrate(rows, raw)
     assert found["au12"] == (0.2, 1.0) and found["faces"] == 8
     best_accuracy, best = found["settings"][0]
-    # .25/2 = .125 reads Happiness only under a bar of .1; the rest of the grid ties at 7 of 8, and
-    # the tie goes to the setting nearest the a-priori rule
-    assert best_accuracy == 1.0 and best["MIN_EVIDENCE"] == 0.1
+    # the smile at .25 (.25/2 = .125) would read Happiness only under a bar of .1, which reads the
+    # resting squint (AU7 .5: Anger .125) as anger: excluded. .4/2 = .2 needs a bar of .2 or .15;
+    # the tie goes to the setting nearest the a-priori rule, then the higher bar
+    assert best_accuracy == 7 / 8 and best == {"MIN_EVIDENCE": 0.2, "UNMATCHED_WEIGHT": 1.0, "KEY_AUS": {}}
+    assert 0.1 not in {s["MIN_EVIDENCE"] for _, s in found["settings"]}
+    # a setting that misreads a FACS prototype is never offered: unmatched AUs counted as nothing
+    # let Surprise's four AUs beat Fear's seven
+    assert {s["UNMATCHED_WEIGHT"] for _, s in found["settings"]} == {0.5, 1.0}
     assert (dict(landmarks.AU_THRESHOLDS), landmarks.MIN_EVIDENCE, landmarks.UNMATCHED_WEIGHT,
             dict(landmarks.KEY_AUS)) == before
+
+
+def test_the_shipped_rule_reads_every_facs_prototype():
+    """The constraint calibration keeps to: 8 emotions x 3 strength patterns x with/without the
+    resting squint, each read as its own emotion by the rule as shipped."""
+    faces = bench.prototype_faces()
+    assert len(faces) == 48
+    assert [(e, landmarks.emotion_from_blendshapes(s)) for s, e in faces
+            if landmarks.emotion_from_blendshapes(s) != e] == []

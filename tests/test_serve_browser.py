@@ -76,6 +76,17 @@ def group(tmp_path):
     return tmp_path / "group.jpg"
 
 
+def with_profile(tmp_path):
+    """Grace Hopper (frontal, colour) beside the gray camera operator in profile (scikit-image's
+    camera(), tests/data/photos): a profile face gets its card and its box too."""
+    front, profile = Image.open(PHOTO).convert("RGB"), Image.open("tests/data/photos/camera.jpg").convert("RGB")
+    both = Image.new("RGB", (front.width + profile.width, max(front.height, profile.height)), "white")
+    both.paste(front, (0, 0))
+    both.paste(profile, (front.width, 0))
+    both.save(tmp_path / "with_profile.jpg", quality=92)
+    return tmp_path / "with_profile.jpg"
+
+
 def sideways(tmp_path):
     """The photo stored rotated, with the EXIF orientation that turns it upright for viewing."""
     exif = Image.Exif()
@@ -84,11 +95,13 @@ def sideways(tmp_path):
     return tmp_path / "sideways.jpg"
 
 
-@pytest.mark.parametrize("image, faces", [("photo", 1), ("two_faces", 2), ("sideways", 1), ("group", 6)])
+@pytest.mark.parametrize("image, faces", [("photo", 1), ("two_faces", 2), ("sideways", 1), ("group", 6),
+                                          ("with_profile", 2)])
 def test_the_page_shows_what_the_api_answers(browser, landmarks_server, tmp_path, image, faces):
     from selenium.webdriver.common.by import By
 
-    path = {"photo": lambda _: PHOTO, "two_faces": two_faces, "sideways": sideways, "group": group}[image](tmp_path)
+    path = {"photo": lambda _: PHOTO, "two_faces": two_faces, "sideways": sideways, "group": group,
+            "with_profile": with_profile}[image](tmp_path)
     status = upload(browser, landmarks_server, path)
     noun = "face" if faces == 1 else "faces"
     assert status.get_attribute("data-state") == "done" and status.text == f"{faces} {noun} in {os.path.basename(path)}."

@@ -286,8 +286,10 @@ _NOUN = {"Anger": "anger", "Contempt": "contempt", "Disgust": "disgust", "Fear":
          "Happiness": "happiness", "Neutral": "a neutral state", "Sadness": "sadness", "Surprise": "surprise"}
 
 
-def describe(aus: list[str], emotion: str, rng: random.Random, unilateral: bool = False) -> str:
-    """AU-grounded reasoning citing exactly `aus` (each once), then the emotion."""
+def describe(aus: list[str], emotion: str, rng: random.Random, unilateral: bool = False,
+             closer: str | None = None) -> str:
+    """AU-grounded reasoning citing exactly `aus` (each once), then the emotion; `closer` replaces
+    the closing sentence."""
     clauses = []
     for au in aus:
         text = rng.choice(AU_PHRASES.get(au, (AU_TABLE[au].look,)))
@@ -298,7 +300,7 @@ def describe(aus: list[str], emotion: str, rng: random.Random, unilateral: bool 
         body = rng.choice(_NEUTRAL)
     else:
         joined = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
-        body = rng.choice(_OPENERS) + joined + ". " + rng.choice(_CLOSERS).format(e=_NOUN[emotion])
+        body = rng.choice(_OPENERS) + joined + ". " + (closer or rng.choice(_CLOSERS).format(e=_NOUN[emotion]))
     return f"<think>{body}</think><answer>{emotion}</answer>"
 
 
