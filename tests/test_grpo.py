@@ -15,12 +15,13 @@ from trl import GRPOConfig
 
 
 def test_tiny_config_parses():
-    # the embedded default: 4 prompts x 8 generations, completions as long as eval's (128) with cut-off
+    # the embedded default: 8 prompts x 4 generations, a quarter guided, completions as long as eval's (128) with cut-off
     # ones masked, a KL anchor, Dr. GRPO loss
     run, args = resolve("configs/grpo/tiny-cpu.yaml", {}, grpo.GRPORun, GRPOConfig, "grpo").build()
-    assert run.miniature == {"guided_fraction": 0.5}
+    assert run.miniature == {"guided_fraction": 0.25}
     assert run.rewards == ["au_f1", "accuracy", "format"] and args.reward_weights == [1.0, 1.0, 1.0]
-    assert (args.num_generations, args.max_completion_length, args.beta, args.loss_type) == (8, 128, 0.04, "dr_grpo")
+    assert (args.num_generations, args.max_completion_length, args.beta, args.loss_type) == (4, 128, 0.04, "dr_grpo")
+    assert args.per_device_train_batch_size == 32  # 8 prompts a step
     assert args.mask_truncated_completions
     assert not args.bf16 and not args.activation_checkpointing  # set in the file, not TRL's defaults
 
