@@ -171,7 +171,7 @@ def test_reduced_pipeline_twice_gives_the_same_numbers(tmp_path, monkeypatch, ca
     assert ("instruction warm-start", "no face: 16 text-only guided prompts, 2 steps",
             "random AU lists + random emotions (not paired as in faces), with reasoning citing them") \
         in map(tuple, a["trained_on"])
-    assert ("control: GRPO on shuffled labels", "8 prompts drawn from 36 pool faces (2 steps, 50% with the guided "
+    assert ("control: GRPO on shuffled labels", "16 prompts drawn from 36 pool faces (2 steps, 25% with the guided "
             "prompt)", "another face's AUs + emotion (a derangement of the pool), through the rewards") \
         in map(tuple, a["trained_on"])
     # only the first SFT warm-starts: not the control, not the rounds' SFT (runs a and b; c and d copy it)
