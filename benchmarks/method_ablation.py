@@ -83,6 +83,10 @@ VARIANTS = {
                              "round_grpo": {"rewards": ["au_f1_inverse_freq", "accuracy", "format"]}},
     "main_8x4": {"grpo": {"num_generations": 4, "miniature": {"guided_fraction": 0.25}},
                  "round_grpo": {"num_generations": 4, "miniature": {"guided_fraction": 0.25}}},
+    # the adopted 8 x 4 config with twice the GRPO steps (the control row gets as many more SFT
+    # steps), with its shuffled-label control in the same run
+    "steps_160_8x4": {"rounds": 0, "shuffled_control": True,
+                      "grpo": {"max_steps": 160, "num_generations": 4, "miniature": {"guided_fraction": 0.25}}},
 }
 KEYS = ("au_f1", "accuracy", "emotion_f1", "cited_per_gold", "rouge_l", "format_rate")
 SAMPLE_FACES = 200  # the sampled metrics (mean@8, maj@8, pass@8) on this many held-out faces, every run
@@ -121,8 +125,9 @@ def parse_seeds(values: list[str]) -> list[int]:
 
 def run(variant: str, seed: int, out: Path) -> dict:
     run_dir = out / f"{variant}-seed{seed}"
-    overrides = {"sample_faces": SAMPLE_FACES, **VARIANTS[variant], "run_dir": str(run_dir), "seed": seed,
-                 "stage_cache": str(out / "cache")}
+    # evaluations in the pipeline's process: --jobs puts the second core to use across runs
+    overrides = {"sample_faces": SAMPLE_FACES, "eval_alongside": False, **VARIANTS[variant], "run_dir": str(run_dir),
+                 "seed": seed, "stage_cache": str(out / "cache")}
     synfacs = {**_read_config()["synfacs"], "seed": seed}
     cmd = [sys.executable, "-m", "facial_r1.cli", "pipeline", "--config", CONFIG, "--synfacs", json.dumps(synfacs)]
     for k, v in overrides.items():

@@ -70,6 +70,9 @@ def test_report_tables_and_plot(tmp_path):
     ({"sft": {"max_steps": 5, "miniature": {"vision_warmup_steps": -1}}}, r"sft: miniature.vision_warmup_steps must be an integer >= 0"),
     ({"sft": {"max_steps": 5, "miniature": {"instruct_warmup_steps": 1.5}}}, r"sft: miniature.instruct_warmup_steps must be an integer >= 0"),
     # seeds are integers
+    # an evaluation beside a stage that runs on every device would share them
+    ({"eval_alongside": True, "launcher": "torchrun --nproc_per_node 2"},
+     r"pipeline: eval_alongside runs each evaluation beside the next training stage, which runs in 2 processes"),
     ({"seed": "one"}, r"seed must be an integer, got 'one'"),
     ({"seed": 1.5}, r"seed must be an integer, got 1.5"),
     ({"synfacs": {"n": 10, "seed": "x"}}, r"synfacs.seed must be an integer, got 'x'"),
@@ -110,6 +113,7 @@ REDUCED = {
     "rounds": 2, "bootstrap": 200,
     "synthesis": {"attempts": 2, "max_new_tokens": 32, "qc": {"dedup_threshold": 1.01}},
     "eval_max_new_tokens": 32,
+    "eval_alongside": False,  # every stage in the test's process (one core each test worker); on in one test below
 }
 
 
@@ -227,12 +231,13 @@ def test_stages_in_fresh_processes_give_the_numbers_of_inline(tmp_path):
 
     small = {**REDUCED, "rounds": 1}
     results = {}
-    for launcher in ("python", "inline"):
-        report = pipeline.main("configs/pipeline/tiny-cpu.yaml",
-                               {"run_dir": str(tmp_path / launcher), **small, "launcher": launcher})
-        results[launcher] = json.loads((report.parent / "metrics.json").read_text())
-    assert results["python"]["rows"] == results["inline"]["rows"]
-    assert results["python"]["diffs"] == results["inline"]["diffs"]
+    for name, extra in (("python", {"launcher": "python"}), ("inline", {"launcher": "inline"}),
+                        ("alongside", {"launcher": "inline", "eval_alongside": True})):
+        report = pipeline.main("configs/pipeline/tiny-cpu.yaml", {"run_dir": str(tmp_path / name), **small, **extra})
+        results[name] = json.loads((report.parent / "metrics.json").read_text())
+    for name in ("python", "alongside"):
+        assert results[name]["rows"] == results["inline"]["rows"]
+        assert results[name]["diffs"] == results["inline"]["diffs"]
     fresh = _stage_results(tmp_path / "python")
     assert list(fresh) == ["01-sft.result.json", "02-eval.result.json", "03-sft.result.json", "04-eval.result.json",
                            "05-grpo.result.json", "06-eval.result.json", "07-synthesize.result.json"]
@@ -241,6 +246,14 @@ def test_stages_in_fresh_processes_give_the_numbers_of_inline(tmp_path):
     inline = _stage_results(tmp_path / "inline")  # inline stages leave their records too (for --resume)
     assert list(inline) == list(fresh) and {r["pid"] for r in inline.values()} == {os.getpid()}
     assert all(r["fingerprint"] for r in [*inline.values(), *fresh.values()])  # each carries its inputs' stamp
+    # eval_alongside: the same records in the same order; training and synthesis in this process,
+    # each evaluation in one plain process of its own, timed apart
+    alongside = _stage_results(tmp_path / "alongside")
+    assert list(alongside) == list(fresh)
+    assert [r["pid"] == os.getpid() for r in alongside.values()] == [True, False, True, False, True, False, True]
+    assert {r["num_processes"] for r in alongside.values()} == {1}
+    assert [k for k in results["alongside"]["timings"] if "alongside" in k] == [  # round 1 kept nothing: no 4th
+        "eval sft (alongside)", "eval control (alongside)", "eval grpo (alongside)"]
 
 
 @pytest.mark.slow
@@ -289,6 +302,36 @@ def test_a_launcher_clears_an_earlier_runs_stage_records(tmp_path):
     (tmp_path / "stages" / "09-eval.result.json").write_text("{}")  # left by a longer earlier run
     pipeline.Launcher("inline", tmp_path / "stages")
     assert not list((tmp_path / "stages").iterdir())
+
+
+def test_a_stage_started_alongside_that_fails_raises_its_error(tmp_path):
+    """The stage runs in a process of its own; its failure is the future's error, naming the spec."""
+    from facial_r1.launch import Kind
+
+    stage = pipeline.Launcher("inline", tmp_path / "stages")
+    future = stage.alongside(Kind.EVAL, {"model": "none"}, model=str(tmp_path / "no-model"), data="none.jsonl",
+                             image_folders=[], protocol="synfacs", out=str(tmp_path / "eval"))
+    stage.close()
+    with pytest.raises(FacialR1Error, match=r"stage .*01-eval.json failed \(exit code 1\)"):
+        future.result()
+    assert not (tmp_path / "stages" / "01-eval.result.json").exists()
+
+
+def test_an_evaluation_failed_alongside_stops_the_run_at_the_next_stage(tmp_path, monkeypatch):
+    """The run does not train on for minutes after an evaluation beside it failed: the next stage
+    raises the evaluation's error before it starts."""
+    from concurrent.futures import Future
+
+    def failed(self, kind, inputs, **spec):
+        self.count += 1
+        future = Future()
+        future.set_exception(FacialR1Error(f"stage {spec['out']} failed (exit code 1)"))
+        return future
+    monkeypatch.setattr(pipeline.Launcher, "alongside", failed)
+    with pytest.raises(FacialR1Error, match=r"sft/eval failed"):
+        pipeline.main("configs/pipeline/tiny-cpu.yaml", {**REDUCED, "run_dir": str(tmp_path), "control": False,
+                                                         "rounds": 0, "eval_alongside": True})
+    assert (tmp_path / "sft" / "model.safetensors").is_file() and not (tmp_path / "grpo").exists()
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ writes its result record (`NN-kind.result.json`), which carries the fingerprint 
 Launch commands: "python" (one fresh process), "inline" (this process), `accelerate launch
 [--config_file F] [--num_processes N] ...` or `torchrun --nproc_per_node N ...`; accelerate's and
 torch's own argument parsers read them, so the preflight knows the world size and the engine.
-A merge stage always runs in one plain process. With `resume`, a stage whose result record
+A merge stage always runs in one plain process, and so does a stage started
+`alongside` (the pipeline's `eval_alongside`: each evaluation beside the next training stage). With `resume`, a stage whose result record
 carries the same input fingerprint is not run again, up to the first one that differs.
 
 Fingerprints name paths relative to the run folder, so the same stage of another run (another
@@ -27,6 +28,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +183,7 @@ class Launcher:
         self.cache = Path(cache) if cache else None
         self.reused: list[str] = []
         self.cached: list[str] = []  # stages copied from the cache
+        self._side: ThreadPoolExecutor | None = None  # runs the stages started `alongside`
         folder.mkdir(parents=True, exist_ok=True)
         if not resume:
             for old in folder.glob("*.json"):  # an earlier run's specs and results: not this run's record
@@ -187,6 +191,25 @@ class Launcher:
 
     def __call__(self, kind: Kind, inputs: dict, single: bool = False, **spec) -> dict:
         """Run one stage; `inputs` names the fingerprints of what it reads (the spec holds the rest)."""
+        return self._stage(kind, inputs, single, spec)()
+
+    def alongside(self, kind: Kind, inputs: dict, **spec) -> Future:
+        """Start one stage in a plain process of its own and return at once, so the caller's next
+        stage runs beside it (one core trains while the other evaluates); its result is the
+        future's. Numbered, fingerprinted, reused and cached as `__call__` does; stages started
+        this way run one at a time, in the order given."""
+        if self._side is None:
+            self._side = ThreadPoolExecutor(1, thread_name_prefix="alongside")
+        job = self._stage(kind, inputs, True, spec, process=True)
+
+        def timed() -> dict:
+            start = time.monotonic()
+            return {**job(), "wall_s": time.monotonic() - start}
+        return self._side.submit(timed)
+
+    def _stage(self, kind: Kind, inputs: dict, single: bool, spec: dict, process: bool = False):
+        """The bookkeeping of one stage, done now (its number, spec, fingerprint, reuse); returns
+        what runs it (or reads its reused result)."""
         self.count += 1
         path = self.folder / f"{self.count:02d}-{kind.value}.json"
         body = {"stage": kind.value, **spec}
@@ -200,23 +223,32 @@ class Launcher:
                 if result.get("source") != source_fingerprint():
                     log.warning("stage %s: reused, computed by another version of facial-r1's source", path.name)
                 log.info("stage %s: reused (inputs unchanged)", path.name)
-                return result
+                return lambda: result
         self.reusing = False  # every later stage runs again
         result_file.unlink(missing_ok=True)
         path.write_text(json.dumps(body, indent=1))
         (self.folder / f"{path.stem}.fingerprint").write_text(stamp)
         entry = self.cache / f"{stamp}-{source_fingerprint()}" if self.cache and kind in CACHED else None
-        if entry is not None and (entry / "result.json").is_file():
-            return self._from_cache(entry, path)
-        self._run(path, body, single)
-        result = json.loads(result_file.read_text())
-        if entry is not None:
-            self._to_cache(entry, kind, body, result, result_file)
-        return result
 
-    def _run(self, path: Path, body: dict, single: bool) -> None:
+        def run() -> dict:
+            if entry is not None and (entry / "result.json").is_file():
+                return self._from_cache(entry, path)
+            self._run(path, body, single, process)
+            result = json.loads(result_file.read_text())
+            if entry is not None:
+                self._to_cache(entry, kind, body, result, result_file)
+            return result
+        return run
+
+    def close(self) -> None:
+        """Wait for the stages started alongside (their errors are their futures')."""
+        if self._side is not None:
+            self._side.shutdown(wait=True)
+            self._side = None
+
+    def _run(self, path: Path, body: dict, single: bool, process: bool = False) -> None:
         result_file = path.with_suffix(".result.json")
-        if self.command.inline:
+        if self.command.inline and not process:
             write_result(path, run_stage(body))
         else:
             words = [sys.executable] if single else list(self.command.words)

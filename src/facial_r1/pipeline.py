@@ -73,6 +73,10 @@ class Pipeline:
     # ("accelerate launch --config_file configs/accelerate/zero3-8gpu.yaml", "torchrun
     # --nproc_per_node 2"), or "inline" (in this process: one device only, no process start).
     launcher: str = "python"
+    # Each evaluation in one plain process of its own, started alongside the next stage instead of
+    # before it (on the 2-core CPU one core trains while the other evaluates; the numbers are the
+    # same). Off where the stages share devices (GPUs), which the preflight says.
+    eval_alongside: bool = False
     # A folder of stage outputs kept by fingerprint (launch.py): a training or eval stage whose
     # inputs and config equal one that ran before (in any run, e.g. another ablation variant of the
     # same seed) is copied from there. None: every stage runs.
@@ -158,6 +162,10 @@ def plan(config: str, overrides: dict, gpu: int | None = None) -> tuple[Plan, pr
     if p.seed is not None:
         settings.seed = p.seed
     _check_synthesis_engine(settings, launch, findings)
+    if p.eval_alongside and launch.num_processes > 1:
+        findings.add("pipeline", f"eval_alongside runs each evaluation beside the next training stage, which "
+                                 f"runs in {launch.num_processes} processes: they would share the devices; set "
+                                 f"eval_alongside: false")
     if p.eval_protocol not in scoring.PROTOCOLS:
         findings.add("pipeline", f"unknown eval_protocol {p.eval_protocol!r}; choose from {sorted(scoring.PROTOCOLS)}")
     stages = _stages(p, run, base, seed, pool, folders, findings)
@@ -258,12 +266,19 @@ def main(config: str, overrides: dict, check: bool = False, resume: bool = False
 
 def execute(the: Plan, resume: bool) -> Path:
     p, run = the.p, the.run
-    run.mkdir(parents=True, exist_ok=True)
+    stage = Launcher(p.launcher, run / "stages", resume=resume, cache=Path(p.stage_cache) if p.stage_cache else None)
+    try:
+        return _execute(the, stage)
+    finally:
+        stage.close()  # a stage started alongside ends before the run does, whatever stopped it
+
+
+def _execute(the: Plan, stage: Launcher) -> Path:
+    p, run = the.p, the.run
     log.info("pipeline -> %s\n%s", run, json.dumps(asdict(p), indent=2))
     (run / "config.json").write_text(json.dumps(asdict(p), indent=2))
     (run / "inputs.fingerprint").write_text(fingerprint(p))
     timings, seen, t0 = {}, [], time.monotonic()
-    stage = Launcher(p.launcher, run / "stages", resume=resume, cache=Path(p.stage_cache) if p.stage_cache else None)
     produced: dict[str, str] = {}  # output path -> the fingerprint of the stage that wrote it
 
     with _timed(timings, "data"):
@@ -279,6 +294,7 @@ def execute(the: Plan, resume: bool) -> Path:
         return produced.get(str(path)) or path_fingerprint(path)
 
     def train(name: str) -> str:
+        failed_alongside()
         planned = the.stages[name]
         values = planned.stage.values
         with _timed(timings, name):
@@ -297,18 +313,37 @@ def execute(the: Plan, resume: bool) -> Path:
     sampled: dict[report.Row, scoring.SampledTable] = {}
     per_au: dict[str, dict] = {}  # row label -> {AU: F1}
 
+    alongside: list = []  # (timing name, future, read) of the evaluations started alongside, in order
+
     def evaluate(row: report.Row, model: str) -> None:
         out = Path(model) / "eval"
         sampling = {"samples_per_face": p.samples_per_face, "sample_faces": p.sample_faces,
                     "temperature": temperature, "seed": p.seed or 0} if p.sample_faces else {}
-        with _timed(timings, f"eval {Path(model).name}"):
-            stage(Kind.EVAL, {"model": produced[model], "test": fp(the.test)}, model=model, data=the.test,
-                  image_folders=[the.folders], protocol=p.eval_protocol, out=str(out),
-                  batch_size=p.eval_batch_size, max_new_tokens=p.eval_max_new_tokens, **sampling)
-        rows.append((row, scoring.read_table(the.test, out / "predictions.jsonl", p.eval_protocol)))
-        per_au[row.label] = json.loads((out / "metrics.json").read_text()).get("au", {}).get("per_au", {})
-        if sampling:
-            sampled[row] = scoring.read_sampled(the.test, out / "samples.jsonl", p.eval_protocol)
+        inputs = {"model": produced[model], "test": fp(the.test)}
+        spec = {"model": model, "data": the.test, "image_folders": [the.folders], "protocol": p.eval_protocol,
+                "out": str(out), "batch_size": p.eval_batch_size, "max_new_tokens": p.eval_max_new_tokens, **sampling}
+        index = len(rows)
+        rows.append((row, None))
+
+        def read() -> None:  # its outputs into the report's rows, in the order the stages ran
+            rows[index] = (row, scoring.read_table(the.test, out / "predictions.jsonl", p.eval_protocol))
+            per_au[row.label] = json.loads((out / "metrics.json").read_text()).get("au", {}).get("per_au", {})
+            if sampling:
+                sampled[row] = scoring.read_sampled(the.test, out / "samples.jsonl", p.eval_protocol)
+        where = Path(model)  # sft, control, grpo, round1/grpo...: named apart in the timings
+        name = f"eval {where.relative_to(run) if where.is_relative_to(run) else where.name}"
+        if p.eval_alongside:
+            alongside.append((f"{name} (alongside)", stage.alongside(Kind.EVAL, inputs, **spec), read))
+            return
+        with _timed(timings, name):
+            stage(Kind.EVAL, inputs, **spec)
+        read()
+
+    def failed_alongside() -> None:
+        """An evaluation that failed alongside stops the run at the next stage, not at the end."""
+        for _, future, _ in alongside:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
 
     synthesized: list[dict] = []  # every row kept so far: each round adds to the reasoning data
     evaluate(report.Row(report.Role.SFT, "SFT"), train("sft"))
@@ -330,6 +365,7 @@ def execute(the: Plan, resume: bool) -> Path:
         todo = rdir / "pool_todo.jsonl"  # the pool faces that have no kept reasoning yet
         write_jsonl(todo, left)
         kept_before = [r["description"] for r in synthesized]
+        failed_alongside()
         with _timed(timings, f"round{k} synthesize"):
             result = stage(Kind.SYNTHESIZE, {"model": produced[model], "todo": fp(todo)}, model=model, data=str(todo),
                            image_folders=[the.folders], out=str(rdir / "synth.jsonl"), settings=asdict(the.settings),
@@ -347,6 +383,9 @@ def execute(the: Plan, resume: bool) -> Path:
                 model = train(f"round{k} {kind}")
         label = f"+ round {k} ({len(synthesized)} of {n_pool} pool faces kept)"
         evaluate(report.Row(report.Role.ROUND, label, k), model)
+    for name, future, read in alongside:
+        timings[name] = future.result()["wall_s"]  # a failed evaluation raises its error here
+        read()
     total = time.monotonic() - t0
     result = report.summarize(rows, p.bootstrap, p.seed or 0, sampled)
     report.write_report(run, result, seen, timings, total, report.render_rate(), cached=stage.cached,
