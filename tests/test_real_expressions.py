@@ -32,9 +32,11 @@ FOLDERS = {
 def test_manifest_labels_follow_the_source_folders():
     """Every label, pose and side is the one the source's folder and file name give; the split is
     by person (odd: calibration), so no person is in both halves."""
-    rows = bench.read_manifest()
-    assert len(rows) == 1020 and len({r["file"] for r in rows}) == 1020
+    everything = bench.read_manifest()
+    rows = [r for r in everything if r["split"] != "outside"]
+    assert len(rows) == 1020 and len({r["file"] for r in everything}) == 1025
     for r in rows:
+        assert r["elicitation"] == "posed"  # the London Set's expressions are posed on request
         m = re.fullmatch(r"https://raw\.githubusercontent\.com/wushuchris/BeautyML/b4cdc08a19edde6456356576aa84e2f57ce25c65/"
                          r"(\w+)/(\d{3})_(\d{2})\.jpg", r["url"])
         assert m, r["url"]
@@ -48,6 +50,24 @@ def test_manifest_labels_follow_the_source_folders():
     assert (len(people["calibration"]), len(people["test"])) == (50, 52) and not people["calibration"] & people["test"]
 
 
+# The outside split: IBM MAX Facial Emotion Classifier's test images (Pexels, CC0 / Pexels License),
+# each label the one its file name gives (assets/README.md of the pinned commit names the photos)
+PEXELS = {"angry.jpg": ("Anger", "posed"), "surprised.jpeg": ("Surprise", "posed"),
+          "neutral.jpeg": ("Neutral", "posed"), "sad-baby.jpeg": ("Sadness", "spontaneous"),
+          "happy-baby.jpeg": ("Happiness", "spontaneous")}
+
+
+def test_the_outside_split_is_the_pexels_photos_by_their_names():
+    rows = [r for r in bench.read_manifest() if r["split"] == "outside"]
+    assert len(rows) == 5 and len({r["person"] for r in rows}) == 5
+    for r in rows:
+        m = re.fullmatch(r"https://raw\.githubusercontent\.com/ahn-github/MAX-Facial-Emotion-Classifier/"
+                         r"609a23f093da279f4dab9647390713e89228fe3b/assets/([\w-]+\.jpe?g)", r["url"])
+        assert m and r["file"] == f"pexels_{m.group(1)}", r["url"]
+        assert (r["emotion"], r["elicitation"]) == PEXELS[m.group(1)]
+        assert re.fullmatch(r"[0-9a-f]{64}", r["sha256"])
+
+
 def test_a_bad_manifest_line_is_named(tmp_path):
     path = tmp_path / "manifest.csv"
     rows = bench.read_manifest()[:2]
@@ -56,7 +76,7 @@ def test_a_bad_manifest_line_is_named(tmp_path):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    with pytest.raises(SystemExit, match=r"manifest\.csv:3: pose/split/render 'sideways'"):
+    with pytest.raises(SystemExit, match=r"manifest\.csv:3: pose/split/render/elicitation 'sideways'"):
         bench.read_manifest(path)
 
 
@@ -74,6 +94,29 @@ def test_fetch_checks_every_checksum_and_keeps_what_is_there(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg"]  # nothing half-written is left
 
 
+def test_fetch_from_git_reads_each_url_from_the_clone_that_has_its_commit(tmp_path):
+    import subprocess
+
+    commits = {}
+    for name, content in (("first", b"face of the first source"), ("second", b"face of the second")):
+        repo = tmp_path / name
+        repo.mkdir()
+        (repo / "assets").mkdir()
+        (repo / "assets" / "a.jpg").write_bytes(content)
+        git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-qm", "photos"], check=True)
+        commits[name] = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    url = f"https://raw.githubusercontent.com/someone/second/{commits['second']}/assets/a.jpg"
+    row = {"file": "b.jpg", "url": url, "sha256": hashlib.sha256(b"face of the second").hexdigest()}
+    clones = [str(tmp_path / "first"), str(tmp_path / "second")]
+    assert bench.fetch([row], tmp_path / "photos", from_git=clones) == {"fetched": 1}
+    assert (tmp_path / "photos" / "b.jpg").read_bytes() == b"face of the second"
+    with pytest.raises(SystemExit, match=r"/assets/a\.jpg: \w{12}:assets/a\.jpg is in none of the clones"):
+        bench.fetch([{**row, "file": "c.jpg"}], tmp_path / "photos", from_git=clones[:1])
+
+
 def face(box, read=True, **shapes):
     return {"box": box, "score": 0.9, "read": read, "blendshapes": shapes if read else {}}
 
@@ -82,10 +125,12 @@ SMILE = {"mouthSmileLeft": 0.8, "mouthSmileRight": 0.8, "cheekSquintLeft": 0.6}
 
 
 def test_measure_by_pose_with_unread_and_missed_faces_as_wrong():
-    rows = [{"file": f"{i}.jpg", "pose": pose, "emotion": emotion}
-            for i, (pose, emotion) in enumerate([("frontal", "Happiness"), ("frontal", "Neutral"),
-                                                 ("three-quarter", "Happiness"), ("three-quarter", "Neutral"),
-                                                 ("profile", "Happiness"), ("profile", "Neutral")])]
+    rows = [{"file": f"{i}.jpg", "pose": pose, "emotion": emotion, "elicitation": elicitation}
+            for i, (pose, emotion, elicitation) in enumerate([
+                ("frontal", "Happiness", "posed"), ("frontal", "Neutral", "posed"),
+                ("three-quarter", "Happiness", "posed"), ("three-quarter", "Neutral", "posed"),
+                ("profile", "Happiness", "posed"), ("profile", "Neutral", "posed"),
+                ("frontal", "Happiness", "spontaneous")])]
     raw = {
         "0.jpg": {"faces": [face([0, 0, 50, 50], **SMILE), face([60, 0, 70, 10])]},  # a smile, and a small extra box
         "1.jpg": {"faces": [face([0, 0, 50, 50])]},                                   # nothing moves: Neutral
@@ -93,9 +138,10 @@ def test_measure_by_pose_with_unread_and_missed_faces_as_wrong():
         "3.jpg": {"faces": [face([0, 0, 50, 50], **SMILE)]},                          # read as a smile: wrong
         "4.jpg": {"faces": [face([0, 0, 50, 50], read=False)]},                       # found, not read
         "5.jpg": {"faces": []},                                                       # not found
+        "6.jpg": {"faces": [face([0, 0, 50, 50], **SMILE)], "peer": "Happiness"},     # a laugh, reported apart
     }
     result = bench.measure(rows, raw, n_boot=50, before=False)
-    assert result["recall"] == {"frontal": {"n": 2, "found": 2, "read": 2},
+    assert result["recall"] == {"frontal": {"n": 3, "found": 3, "read": 3},
                                 "three-quarter": {"n": 2, "found": 2, "read": 2},
                                 "profile": {"n": 2, "found": 1, "read": 0}}
     assert result["extra_faces"] == 1
@@ -106,7 +152,13 @@ def test_measure_by_pose_with_unread_and_missed_faces_as_wrong():
                                                           "Neutral": {"Happiness": 1, "Neutral": 1}}
     assert rule["profile"]["accuracy"][0] == 0.0 and rule["profile"]["confusion"] == {
         "Happiness": {"none": 1}, "Neutral": {"none": 1}}
-    assert result["sanity"]["Happiness"] == {"aus": ("AU12",), "n": 2, "hits": 2}  # AU12 .3 is over .05
+    assert rule["spontaneous"]["n"] == 1 and rule["spontaneous"]["accuracy"][0] == 1.0
+    assert result["sanity"]["Happiness"] == {"aus": ("AU12",), "n": 3, "hits": 3}  # AU12 .3 is over .05
+    # a split this small gets a line per photo: the rule's emotion and AUs (FACS order), the peer's label
+    assert result["photos"][0] == {"file": "0.jpg", "emotion": "Happiness", "elicitation": "posed",
+                                   "pose": "frontal", "rule": "Happiness", "aus": ["AU6", "AU12"], "peer": None}
+    assert result["photos"][4]["rule"] is None and result["photos"][6]["peer"] == "Happiness"
+    assert "| 6.jpg | Happiness | spontaneous, frontal | Happiness | AU6, AU12 | Happiness |" in bench.markdown(result, "x")
 
 
 def test_calibrate_sets_au12_by_youden_and_restores_the_rule():
