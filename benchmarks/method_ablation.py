@@ -87,6 +87,10 @@ VARIANTS = {
     # steps), with its shuffled-label control in the same run
     "steps_160_8x4": {"rounds": 0, "shuffled_control": True,
                       "grpo": {"max_steps": 160, "num_generations": 4, "miniature": {"guided_fraction": 0.25}}},
+    # the adopted 8 x 4 config with AU F1's reward counted twice, with its shuffled-label control
+    "au_weight_2_8x4": {"rounds": 0, "shuffled_control": True,
+                        "grpo": {"reward_weights": [2.0, 1.0, 1.0], "num_generations": 4,
+                                 "miniature": {"guided_fraction": 0.25}}},
 }
 KEYS = ("au_f1", "accuracy", "emotion_f1", "cited_per_gold", "rouge_l", "format_rate")
 SAMPLE_FACES = 200  # the sampled metrics (mean@8, maj@8, pass@8) on this many held-out faces, every run
