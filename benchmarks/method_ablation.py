@@ -87,6 +87,11 @@ VARIANTS = {
     # steps), with its shuffled-label control in the same run
     "steps_160_8x4": {"rounds": 0, "shuffled_control": True,
                       "grpo": {"max_steps": 160, "num_generations": 4, "miniature": {"guided_fraction": 0.25}}},
+    # the adopted 8 x 4 config with each reward normalized over the group before the sum (TRL's
+    # multi_objective_aggregation), with its shuffled-label control
+    "normalize_then_sum_8x4": {"rounds": 0, "shuffled_control": True,
+                               "grpo": {"multi_objective_aggregation": "normalize_then_sum", "num_generations": 4,
+                                        "miniature": {"guided_fraction": 0.25}}},
     # the adopted 8 x 4 config with AU F1's reward counted twice, with its shuffled-label control
     "au_weight_2_8x4": {"rounds": 0, "shuffled_control": True,
                         "grpo": {"reward_weights": [2.0, 1.0, 1.0], "num_generations": 4,
