@@ -92,6 +92,11 @@ VARIANTS = {
     "normalize_then_sum_8x4": {"rounds": 0, "shuffled_control": True,
                                "grpo": {"multi_objective_aggregation": "normalize_then_sum", "num_generations": 4,
                                         "miniature": {"guided_fraction": 0.25}}},
+    # the whole method (both rounds) with normalize_then_sum in every GRPO stage
+    "main_nts_8x4": {"grpo": {"multi_objective_aggregation": "normalize_then_sum", "num_generations": 4,
+                              "miniature": {"guided_fraction": 0.25}},
+                     "round_grpo": {"multi_objective_aggregation": "normalize_then_sum", "num_generations": 4,
+                                    "miniature": {"guided_fraction": 0.25}}},
     # the adopted 8 x 4 config with AU F1's reward counted twice, with its shuffled-label control
     "au_weight_2_8x4": {"rounds": 0, "shuffled_control": True,
                         "grpo": {"reward_weights": [2.0, 1.0, 1.0], "num_generations": 4,
