@@ -326,6 +326,7 @@ def test_an_evaluation_failed_alongside_stops_the_run_at_the_next_stage(tmp_path
         self.count += 1
         future = Future()
         future.set_exception(FacialR1Error(f"stage {spec['out']} failed (exit code 1)"))
+        self._started.append(future)
         return future
     monkeypatch.setattr(pipeline.Launcher, "alongside", failed)
     with pytest.raises(FacialR1Error, match=r"sft/eval failed"):

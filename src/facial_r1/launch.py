@@ -7,9 +7,10 @@ writes its result record (`NN-kind.result.json`), which carries the fingerprint 
 Launch commands: "python" (one fresh process), "inline" (this process), `accelerate launch
 [--config_file F] [--num_processes N] ...` or `torchrun --nproc_per_node N ...`; accelerate's and
 torch's own argument parsers read them, so the preflight knows the world size and the engine.
-A merge stage always runs in one plain process, and so does a stage started
-`alongside` (the pipeline's `eval_alongside`: each evaluation beside the next training stage). With `resume`, a stage whose result record
-carries the same input fingerprint is not run again, up to the first one that differs.
+A merge stage always runs in one plain process, and so does a stage started `alongside` (the
+pipeline's `eval_alongside`: each evaluation beside the next stage); one of those that failed
+stops the next stage from starting. With `resume`, a stage whose result record carries the same
+input fingerprint is not run again, up to the first one that differs.
 
 Fingerprints name paths relative to the run folder, so the same stage of another run (another
 variant of an ablation, with the same seed) has the same one. With a `cache` folder, a training,
@@ -184,6 +185,7 @@ class Launcher:
         self.reused: list[str] = []
         self.cached: list[str] = []  # stages copied from the cache
         self._side: ThreadPoolExecutor | None = None  # runs the stages started `alongside`
+        self._started: list[Future] = []  # their futures, checked before every later stage
         folder.mkdir(parents=True, exist_ok=True)
         if not resume:
             for old in folder.glob("*.json"):  # an earlier run's specs and results: not this run's record
@@ -205,11 +207,17 @@ class Launcher:
         def timed() -> dict:
             start = time.monotonic()
             return {**job(), "wall_s": time.monotonic() - start}
-        return self._side.submit(timed)
+        future = self._side.submit(timed)
+        self._started.append(future)
+        return future
 
     def _stage(self, kind: Kind, inputs: dict, single: bool, spec: dict, process: bool = False):
         """The bookkeeping of one stage, done now (its number, spec, fingerprint, reuse); returns
-        what runs it (or reads its reused result)."""
+        what runs it (or reads its reused result). A stage started alongside that failed raises its
+        error here: the run stops at the next stage, not at its end."""
+        for future in self._started:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
         self.count += 1
         path = self.folder / f"{self.count:02d}-{kind.value}.json"
         body = {"stage": kind.value, **spec}

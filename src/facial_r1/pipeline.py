@@ -294,7 +294,6 @@ def _execute(the: Plan, stage: Launcher) -> Path:
         return produced.get(str(path)) or path_fingerprint(path)
 
     def train(name: str) -> str:
-        failed_alongside()
         planned = the.stages[name]
         values = planned.stage.values
         with _timed(timings, name):
@@ -339,12 +338,6 @@ def _execute(the: Plan, stage: Launcher) -> Path:
             stage(Kind.EVAL, inputs, **spec)
         read()
 
-    def failed_alongside() -> None:
-        """An evaluation that failed alongside stops the run at the next stage, not at the end."""
-        for _, future, _ in alongside:
-            if future.done() and future.exception() is not None:
-                raise future.exception()
-
     synthesized: list[dict] = []  # every row kept so far: each round adds to the reasoning data
     evaluate(report.Row(report.Role.SFT, "SFT"), train("sft"))
     if p.control:
@@ -365,7 +358,6 @@ def _execute(the: Plan, stage: Launcher) -> Path:
         todo = rdir / "pool_todo.jsonl"  # the pool faces that have no kept reasoning yet
         write_jsonl(todo, left)
         kept_before = [r["description"] for r in synthesized]
-        failed_alongside()
         with _timed(timings, f"round{k} synthesize"):
             result = stage(Kind.SYNTHESIZE, {"model": produced[model], "todo": fp(todo)}, model=model, data=str(todo),
                            image_folders=[the.folders], out=str(rdir / "synth.jsonl"), settings=asdict(the.settings),
