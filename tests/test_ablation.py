@@ -97,3 +97,32 @@ def test_summary_gives_the_sampled_metrics_and_the_ratio_unscaled():
     assert "| stage (sampled, 8 per face on 200 faces) | mean_acc | maj_acc | pass_acc |" in text
     assert "| + GRPO | - | - | 60.0 ± 14.1 | - | - |" in text  # only pass@8 was sampled
     assert "| 1.00 ± 0.14 |" in text  # AUs cited per true AU: a ratio, not points
+
+
+@pytest.mark.parametrize("variant", list(ablation.VARIANTS))
+def test_every_variant_resolves_with_no_preflight_problem(variant, tmp_path):
+    from facial_r1 import pipeline
+
+    _, findings = pipeline.plan(ablation.CONFIG, {**ablation.VARIANTS[variant], "eval_alongside": False,
+                                                  "run_dir": str(tmp_path)})
+    assert findings.errors == []
+
+
+# (variant, stage, num_generations, guided_fraction, other GRPO key: value): rows measured on the
+# 4 x 8 config keep it after the shipped config went to 8 x 4, so a rerun reproduces its row
+@pytest.mark.parametrize("variant, stage, generations, guided, key, value", [
+    ("main", "grpo", 4, 0.25, "max_steps", 80),
+    ("grpo_only", "grpo", 8, 0.5, "max_steps", 80),
+    ("truncated_96", "grpo", 8, 0.5, "max_completion_length", 96),
+    ("lr_3e-4", "grpo", 8, 0.5, "learning_rate", 3.0e-4),
+    ("main_au_inverse_freq", "round2 grpo", 8, 0.5, "rewards", ["au_f1_inverse_freq", "accuracy", "format"]),
+    ("freeze_vision_8x4", "shuffled", 4, 0.25, "freeze_vision", True),
+    ("freeze_vision_8x4", "grpo", 4, 0.25, "freeze_vision", True),
+    ("nts_lr_5e-5_8x4", "grpo", 4, 0.25, "learning_rate", 5.0e-5),
+])
+def test_a_variant_runs_the_grpo_it_was_measured_with(variant, stage, generations, guided, key, value, tmp_path):
+    from facial_r1 import pipeline
+
+    the, _ = pipeline.plan(ablation.CONFIG, {**ablation.VARIANTS[variant], "run_dir": str(tmp_path)})
+    values = the.config(stage).values
+    assert (values["num_generations"], values["miniature"]["guided_fraction"], values[key]) == (generations, guided, value)
