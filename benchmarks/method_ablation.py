@@ -111,6 +111,9 @@ VARIANTS = {
     # learns from the reward), with its shuffled-label control
     "freeze_vision_8x4": {"rounds": 0, "shuffled_control": True,
                           "grpo": {"freeze_vision": True, "num_generations": 4, "miniature": {"guided_fraction": 0.25}}},
+    # the whole method (both rounds) with the vision tower frozen in every GRPO stage
+    "main_fv_8x4": {"grpo": {"freeze_vision": True, "num_generations": 4, "miniature": {"guided_fraction": 0.25}},
+                    "round_grpo": {"freeze_vision": True, "num_generations": 4, "miniature": {"guided_fraction": 0.25}}},
     # normalize_then_sum on 8 x 4 with half the learning rate (it lowered AU F1 in seed 2 at the full one)
     "nts_lr_5e-5_8x4": {"rounds": 0, "shuffled_control": True,
                         "grpo": {"multi_objective_aggregation": "normalize_then_sum", "learning_rate": 5.0e-5,
