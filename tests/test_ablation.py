@@ -119,6 +119,7 @@ def test_every_variant_resolves_with_no_preflight_problem(variant, tmp_path):
     ("freeze_vision_8x4", "shuffled", 4, 0.25, "freeze_vision", True),
     ("freeze_vision_8x4", "grpo", 4, 0.25, "freeze_vision", True),
     ("nts_lr_5e-5_8x4", "grpo", 4, 0.25, "learning_rate", 5.0e-5),
+    ("prompts_8x4_grpo_seed_100", "shuffled", 4, 0.25, "seed", 100),
 ])
 def test_a_variant_runs_the_grpo_it_was_measured_with(variant, stage, generations, guided, key, value, tmp_path):
     from facial_r1 import pipeline
@@ -126,3 +127,14 @@ def test_a_variant_runs_the_grpo_it_was_measured_with(variant, stage, generation
     the, _ = pipeline.plan(ablation.CONFIG, {**ablation.VARIANTS[variant], "run_dir": str(tmp_path)})
     values = the.config(stage).values
     assert (values["num_generations"], values["miniature"]["guided_fraction"], values[key]) == (generations, guided, value)
+
+
+def test_another_grpo_seed_leaves_sft_on_the_runs_seed(tmp_path):
+    """prompts_8x4_grpo_seed_100 re-runs GRPO only: SFT and its control keep the run's seed, so
+    the stage cache serves them and the GRPO rows start from the very same model."""
+    from facial_r1 import pipeline
+
+    the, _ = pipeline.plan(ablation.CONFIG, {**ablation.VARIANTS["prompts_8x4_grpo_seed_100"], "seed": 2,
+                                             "run_dir": str(tmp_path)})
+    assert {name: the.config(name).values["seed"] for name in the.stages} == {
+        "sft": 2, "control": 2, "shuffled": 100, "grpo": 100}
