@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from trl import GRPOConfig, SFTConfig
 
 from facial_r1 import training
@@ -18,6 +20,9 @@ from facial_r1.sft import SFTRun
     (["--output-dir", "x"], {"output_dir": "x"}),                      # dashes -> underscores
     (["--save_strategy", "no"], {"save_strategy": "no"}),               # YAML 1.2: "no" is a word, not False
     (["--bf16", "false"], {"bf16": False}),
+    # an exponent float inside a mapping (the pipeline's --grpo): YAML 1.1 left it a string
+    (["--grpo", "{learning_rate: 5e-05, beta: 4E-2}"], {"grpo": {"learning_rate": 5e-05, "beta": 0.04}}),
+    (["--run_name", "inf"], {"run_name": "inf"}),                          # a word stays a word
 ])
 def test_parse_overrides(args, expected):
     assert parse_overrides(args) == expected
@@ -107,3 +112,40 @@ def test_the_training_dtype_loads_these_weights(tiny_model, monkeypatch, dtype, 
     assert (args.mixed_precision if autocast else None) == autocast
     assert training_dtype(dtype, zero is not None, bool(lora), gpu_mib != 12) == (
         "float32" if autocast else dtype, autocast)
+
+
+# Lines users write in training configs; YAML 1.1 (PyYAML's default) reads each as a string and
+# the run fails when the optimizer is built ("'<=' not supported between instances of 'float' and
+# 'str'"). Sources: hiyouga/LlamaFactory issue 4014 ("learning rate ... 2e-5" in a config file),
+# huggingface/trl pull request 1450 ("1e-4 is interpreted as an str"), Noble-Lab/casanovo issue 64
+# ("learning rate `5e-4`").
+@pytest.mark.parametrize("line, key, expected", [
+    ("learning_rate: 2e-5", "learning_rate", 2e-5),
+    ("learning_rate: 1e-4", "learning_rate", 1e-4),
+    ("learning_rate: 5e-4", "learning_rate", 5e-4),
+    ("weight_decay: 1E-2", "weight_decay", 0.01),
+    ("learning_rate: 1.0e-5", "learning_rate", 1e-5),   # the YAML 1.1 spelling still reads
+    ("max_grad_norm: +1e0", "max_grad_norm", 1.0),
+])
+def test_exponent_floats_in_a_config_file_are_numbers(tmp_path, line, key, expected):
+    stage = _stage(tmp_path, f"output_dir: o\nuse_cpu: true\n{line}\n", {})
+    _, args = stage.build()
+    assert getattr(args, key) == expected and isinstance(getattr(args, key), float)
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("output_dir: o\nuse_cpu: true\nlearning_rate: fast\n", {}, r"c.yaml: learning_rate must be a number, got 'fast'"),
+    ("output_dir: o\nuse_cpu: true\n", {"learning_rate": "fast"},
+     r"override --learning_rate 'fast': learning_rate must be a number"),
+    ("output_dir: o\nuse_cpu: true\n", {"max_steps": "ten"}, r"override --max_steps 'ten': max_steps must be a number"),
+])
+def test_text_for_a_number_is_named_before_training(tmp_path, text, overrides, message):
+    with pytest.raises(FacialR1Error, match=message):
+        _stage(tmp_path, text, overrides)
+
+
+@given(st.floats(min_value=1e-12, max_value=1e12, allow_nan=False), st.sampled_from(["e", "E"]))
+def test_any_exponent_spelling_reads_back_as_its_float(x, e):
+    mantissa, exponent = f"{x:.6e}".split("e")
+    for text in (f"{mantissa}{e}{exponent}", f"{mantissa.rstrip('0').rstrip('.')}{e}{int(exponent)}"):
+        assert parse_overrides(["--grpo", f"{{lr: {text}}}"]) == {"grpo": {"lr": float(text)}}

@@ -61,6 +61,8 @@ def test_report_tables_and_plot(tmp_path):
     ({"round_grpo": {"max_steps": 1, "max_completion_length": 64}}, r"round1 grpo: max_completion_length 64 is under"),
     ({"grpo": {"reward_labels": "random"}}, r"grpo: reward_labels must be own or shuffled, got 'random'"),
     ({"grpo": {"rewards": ["au_f1", "acc"]}}, r"grpo: unknown reward\(s\) \['acc'\]"),
+    # text where a number belongs fails here, not when the optimizer is built mid-run
+    ({"grpo": {"learning_rate": "5e-05x"}}, r"grpo: pipeline key grpo.learning_rate '5e-05x': learning_rate must be a number"),
     # budgets in steps: missing, zero, negative or not a whole number, named by key
     ({"sft": {"max_steps": 0}}, r"sft: max_steps must be a positive integer, got 0"),
     ({"grpo": {"max_steps": -5}}, r"grpo: max_steps must be a positive integer, got -5"),

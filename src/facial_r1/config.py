@@ -6,9 +6,12 @@ config class (SFTConfig, GRPOConfig), so every TRL/transformers option is usable
 are errors. The resolved mapping (`StageConfig.values`) is what the preflight checks, what the
 pipeline writes into a stage's spec, what the stage trains with and what the report reads.
 
-YAML is read with YAML 1.2 booleans: only `true`/`false` are booleans, so `save_strategy: no`
-is the string "no", in a file and on the command line (`--save_strategy no`). An override is
-then read as the type of its field (`--bf16 no` is False), and an error names the override.
+YAML is read with YAML 1.2 booleans and numbers: only `true`/`false` are booleans, so
+`save_strategy: no` is the string "no", and `2e-5` is a number (PyYAML's YAML 1.1 reads it as
+the string "2e-5", and the run fails when the optimizer is built: LlamaFactory issue 4014, TRL
+pull request 1450), in a file, on the command line (`--save_strategy no`) and inside a mapping
+(`--grpo '{learning_rate: 5e-05}'`). An override is then read as the type of its field
+(`--bf16 no` is False); a number field given text is an error that names the file or override.
 """
 
 from __future__ import annotations
@@ -37,13 +40,16 @@ _Yaml12Loader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                                     list("tTfF"))
+# YAML 1.2's floats with an exponent and no dot (1e-4, 5E+3, -2e-05); YAML 1.1 wants 1.0e-4
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789."))
 
 
 def load_yaml(text: str):
-    """YAML with YAML 1.2 booleans.
+    """YAML with YAML 1.2 booleans and exponent floats.
 
-    >>> load_yaml("save_strategy: no\\nbf16: false")
-    {'save_strategy': 'no', 'bf16': False}
+    >>> load_yaml("save_strategy: no\\nbf16: false\\nlearning_rate: 2e-5")
+    {'save_strategy': 'no', 'bf16': False, 'learning_rate': 2e-05}
     """
     return yaml.load(text, Loader=_Yaml12Loader)
 
@@ -76,22 +82,11 @@ def parse_overrides(args: list[str]) -> dict:
                 i += 1
                 value = args[i]
         try:
-            out[key.replace("-", "_")] = _scalar(value)
+            out[key.replace("-", "_")] = load_yaml(value)
         except yaml.YAMLError as e:
             raise FacialR1Error(f"override --{key} {value}: not a YAML value ({e})") from None
         i += 1
     return out
-
-
-def _scalar(text: str):
-    """YAML 1.2 scalar, but '1e-4' is a float (YAML 1.1 number syntax would keep it a string)."""
-    value = load_yaml(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 _WORD_BOOLS = {"yes": True, "on": True, "y": True, "true": True, "no": False, "off": False, "n": False, "false": False}
@@ -179,6 +174,11 @@ class StageConfig:
 
     def _build(self, values: dict):
         own = {f.name for f in dataclasses.fields(self.project_cls)}
+        hints = {**typing.get_type_hints(self.trl_cls), **typing.get_type_hints(self.project_cls)}
+        for key, value in values.items():
+            kinds = _types(hints.get(key))
+            if isinstance(value, str) and kinds & {int, float} and str not in kinds:
+                raise FacialR1Error(f"{key} must be a number, got {value!r}")
         project = self.project_cls(**{k: v for k, v in values.items() if k in own})
         try:
             args = self.trl_cls(**{k: v for k, v in values.items() if k not in own})
