@@ -121,6 +121,11 @@ VARIANTS = {
     # the shipped GRPO (and its shuffled-label control) again from the same SFT model with another
     # training seed: how far GRPO's own sampling moves the rows the per-seed CIs do not cover
     "prompts_8x4_grpo_seed_100": {"rounds": 0, "shuffled_control": True, "grpo": {"seed": 100}},
+    # the whole method (both rounds) with nts_lr_5e-5_8x4's GRPO in every GRPO stage
+    "main_nts_lr_5e-5_8x4": {"grpo": {"multi_objective_aggregation": "normalize_then_sum", "learning_rate": 5.0e-5,
+                                      "num_generations": 4, "miniature": {"guided_fraction": 0.25}},
+                             "round_grpo": {"multi_objective_aggregation": "normalize_then_sum", "learning_rate": 5.0e-5,
+                                            "num_generations": 4, "miniature": {"guided_fraction": 0.25}}},
     # the adopted 8 x 4 config with AU F1's reward counted twice, with its shuffled-label control
     "au_weight_2_8x4": {"rounds": 0, "shuffled_control": True,
                         "grpo": {"reward_weights": [2.0, 1.0, 1.0], "num_generations": 4,
