@@ -17,6 +17,7 @@ pull request 1450), in a file, on the command line (`--save_strategy no`) and in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 import types
@@ -174,7 +175,7 @@ class StageConfig:
 
     def _build(self, values: dict):
         own = {f.name for f in dataclasses.fields(self.project_cls)}
-        hints = {**typing.get_type_hints(self.trl_cls), **typing.get_type_hints(self.project_cls)}
+        hints = _field_hints(self.project_cls, self.trl_cls)
         for key, value in values.items():
             kinds = _types(hints.get(key))
             if isinstance(value, str) and kinds & {int, float} and str not in kinds:
@@ -222,7 +223,7 @@ def resolve(path: str | Path | None, overrides: dict, project_cls, trl_cls, kind
     preflight reports it with the others)."""
     base = read_yaml(path) if path else {}
     fields = {f.name for cls in (project_cls, trl_cls) for f in dataclasses.fields(cls) if f.init}
-    hints = {**typing.get_type_hints(trl_cls), **typing.get_type_hints(project_cls)}
+    hints = _field_hints(project_cls, trl_cls)
     unknown_file = sorted(k for k in base if k not in fields)
     if unknown_file:
         raise FacialR1Error(f"{path}: unknown key(s) {unknown_file} (not facial-r1 {project_cls.__name__} "
@@ -236,6 +237,12 @@ def resolve(path: str | Path | None, overrides: dict, project_cls, trl_cls, kind
     if validate:
         stage.build()
     return stage
+
+
+@functools.cache
+def _field_hints(project_cls, trl_cls) -> dict:
+    """Every key's annotation: TRL's config class, then facial-r1's (which wins on a shared name)."""
+    return {**typing.get_type_hints(trl_cls), **typing.get_type_hints(project_cls)}
 
 
 def merged(base: dict, overrides: dict) -> dict:
